@@ -1,0 +1,485 @@
+"""Infinity's wire protocol, without any I/O.
+
+Each operation is turned into a :class:`Plan`: the requests to send (already chunked to the
+server's limits) and how to combine their parsed answers into one result. The client only
+sends the requests, sync or async, and hands each answer back to :func:`read_response`.
+Everything that can be wrong with an answer is decided here, once for both I/O paths.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+from array import array
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+from infinity_rag.errors import (
+    AuthenticationError,
+    InfinityAPIError,
+    InvalidRequestError,
+    InvalidResponseError,
+    ModelCapabilityError,
+    ModelNotFoundError,
+    NotFoundError,
+    OverloadedError,
+    ServerError,
+)
+from infinity_rag.types import (
+    ClassifyResult,
+    ClassLabel,
+    EmbeddingResult,
+    ModelInfo,
+    RerankItem,
+    RerankResult,
+    Usage,
+)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+JSON = Any  # what json.loads returns
+Modality = Literal["text", "image", "audio"]
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One HTTP request and the parser of its JSON answer.
+
+    ``items`` is how many inputs the request carries (for progress reporting).
+    ``outside_prefix`` marks routes served at the server's root (``/health``).
+    """
+
+    method: Literal["GET", "POST"]
+    route: str
+    body: dict[str, Any] | None
+    parse: Callable[[JSON], T]
+    items: int = 0
+    outside_prefix: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Plan(Generic[T, R]):
+    """The requests of one operation and how their parsed answers make its result."""
+
+    calls: list[Call[T]]
+    combine: Callable[[list[T]], R]
+
+
+def chunks(count: int, size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` bounds splitting ``count`` items into runs of at most ``size``."""
+    return [(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def _body(fields: dict[str, Any], extra_body: Mapping[str, Any] | None) -> dict[str, Any]:
+    # Unset optional fields are left out so that proxies (LiteLLM) see only what was asked for;
+    # extra_body goes last so a provider parameter can override what the client set.
+    body = {key: value for key, value in fields.items() if value is not None}
+    if extra_body:
+        body.update(extra_body)
+    return body
+
+
+# --- embeddings ------------------------------------------------------------------------------
+
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+def decode_base64_vector(data: str) -> list[float]:
+    """Infinity's base64 embedding: little-endian float32, decoded to Python floats."""
+    raw = base64.b64decode(data)
+    if len(raw) % 4:
+        raise InvalidResponseError(
+            f"base64 embedding has {len(raw)} bytes, not a whole number of float32 values"
+        )
+    vector = array("f")
+    vector.frombytes(raw)
+    if not _LITTLE_ENDIAN:
+        vector.byteswap()
+    return vector.tolist()
+
+
+@dataclass(frozen=True, slots=True)
+class _EmbeddingPart:
+    vectors: list[list[float]]
+    model: str
+    usage: Usage
+
+
+def plan_embed(
+    inputs: Sequence[str],
+    *,
+    modality: Modality,
+    model: str | None,
+    encoding_format: Literal["float", "base64"],
+    dimensions: int | None,
+    extra_body: Mapping[str, Any] | None,
+    batch_size: int,
+) -> Plan[_EmbeddingPart, EmbeddingResult]:
+    calls = []
+    for start, stop in chunks(len(inputs), batch_size):
+        body = _body(
+            {
+                "model": model,
+                "input": list(inputs[start:stop]),
+                "encoding_format": encoding_format,
+                "dimensions": dimensions,
+                # "text" is the server's default; leaving it out keeps proxies that do not
+                # know the parameter working.
+                "modality": None if modality == "text" else modality,
+            },
+            extra_body,
+        )
+        calls.append(
+            Call(
+                "POST",
+                "/embeddings",
+                body,
+                _embedding_parser(stop - start, dimensions),
+                items=stop - start,
+            )
+        )
+
+    def combine(parts: list[_EmbeddingPart]) -> EmbeddingResult:
+        vectors = [vector for part in parts for vector in part.vectors]
+        return EmbeddingResult(vectors, _first_model(parts, model), _total_usage(parts))
+
+    return Plan(calls, combine)
+
+
+def _embedding_parser(expected: int, dimensions: int | None) -> Callable[[JSON], _EmbeddingPart]:
+    def parse(payload: JSON) -> _EmbeddingPart:
+        data = _field(payload, "data", list)
+        if len(data) != expected:
+            raise InvalidResponseError(
+                f"asked for {expected} embeddings, the server returned {len(data)}"
+            )
+        vectors: list[list[float] | None] = [None] * expected
+        for position, item in enumerate(data):
+            index = item.get("index", position) if isinstance(item, dict) else None
+            embedding = item.get("embedding") if isinstance(item, dict) else None
+            if not isinstance(index, int) or not 0 <= index < expected:
+                raise InvalidResponseError(
+                    f"embedding with index {index!r} out of 0..{expected - 1}"
+                )
+            if vectors[index] is not None:
+                raise InvalidResponseError(f"the server returned index {index} twice")
+            if isinstance(embedding, str):
+                vector = decode_base64_vector(embedding)
+            elif isinstance(embedding, list):
+                vector = embedding
+            else:
+                raise InvalidResponseError(f"embedding {index} is neither a list nor base64")
+            # A proxy may drop `dimensions` (LiteLLM renames it); Infinity itself only
+            # truncates, so truncating here gives the same vector.
+            if dimensions is not None and len(vector) > dimensions:
+                vector = vector[:dimensions]
+            vectors[index] = vector
+        return _EmbeddingPart(
+            vectors,  # type: ignore[arg-type]  # every slot was filled: len and uniqueness checked
+            str(payload.get("model", "")),
+            parse_usage(payload),
+        )
+
+    return parse
+
+
+# --- rerank ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _RerankPart:
+    items: list[RerankItem]
+    model: str
+    usage: Usage
+
+
+def plan_rerank(
+    query: str,
+    documents: Sequence[str],
+    *,
+    model: str | None,
+    top_n: int | None,
+    raw_scores: bool,
+    return_documents: bool,
+    extra_body: Mapping[str, Any] | None,
+    batch_size: int,
+) -> Plan[_RerankPart, RerankResult]:
+    """Score ``documents`` against ``query``; past ``batch_size`` they are split and merged.
+
+    ``top_n`` larger than the number of documents returns them all. With several chunks each
+    asks for at most ``top_n`` (the overall best are among each chunk's best), and ``top_n``
+    is applied again to the merged list.
+    """
+    calls = []
+    for start, stop in chunks(len(documents), batch_size):
+        chunk_top_n = None if top_n is None else min(top_n, stop - start)
+        body = _body(
+            {
+                "model": model,
+                "query": query,
+                "documents": list(documents[start:stop]),
+                "top_n": chunk_top_n,
+                "return_documents": return_documents,
+                "raw_scores": True if raw_scores else None,
+            },
+            extra_body,
+        )
+        expected = stop - start if chunk_top_n is None else chunk_top_n
+        calls.append(
+            Call("POST", "/rerank", body, _rerank_parser(start, stop, expected), items=stop - start)
+        )
+
+    def combine(parts: list[_RerankPart]) -> RerankResult:
+        items = [item for part in parts for item in part.items]
+        # Highest score first; equal scores keep the documents' order.
+        items.sort(key=lambda item: (-item.relevance_score, item.index))
+        if top_n is not None:
+            items = items[:top_n]
+        return RerankResult(items, _first_model(parts, model), _total_usage(parts))
+
+    return Plan(calls, combine)
+
+
+def _rerank_parser(start: int, stop: int, expected: int) -> Callable[[JSON], _RerankPart]:
+    def parse(payload: JSON) -> _RerankPart:
+        results = _field(payload, "results", list)
+        if len(results) != expected:
+            raise InvalidResponseError(
+                f"asked for {expected} rerank results, the server returned {len(results)}"
+            )
+        seen: set[int] = set()
+        items = []
+        for result in results:
+            index = result.get("index") if isinstance(result, dict) else None
+            score = result.get("relevance_score") if isinstance(result, dict) else None
+            if not isinstance(index, int) or not 0 <= index < stop - start or index in seen:
+                raise InvalidResponseError(f"rerank result with bad or repeated index {index!r}")
+            if not isinstance(score, int | float) or isinstance(score, bool):
+                raise InvalidResponseError(f"rerank result {index} has no numeric relevance_score")
+            seen.add(index)
+            document = result.get("document")
+            if isinstance(document, dict):  # Cohere / LiteLLM shape: {"text": ...}
+                document = document.get("text")
+            items.append(
+                RerankItem(
+                    start + index,
+                    float(score),
+                    document if isinstance(document, str) else None,
+                )
+            )
+        return _RerankPart(items, str(payload.get("model", "")), parse_usage(payload))
+
+    return parse
+
+
+# --- classify --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _ClassifyPart:
+    results: list[list[ClassLabel]]
+    model: str
+    usage: Usage
+
+
+def plan_classify(
+    texts: Sequence[str],
+    *,
+    model: str | None,
+    raw_scores: bool,
+    extra_body: Mapping[str, Any] | None,
+    batch_size: int,
+) -> Plan[_ClassifyPart, ClassifyResult]:
+    calls = []
+    for start, stop in chunks(len(texts), batch_size):
+        body = _body(
+            {
+                "model": model,
+                "input": list(texts[start:stop]),
+                "raw_scores": True if raw_scores else None,
+            },
+            extra_body,
+        )
+        calls.append(
+            Call("POST", "/classify", body, _classify_parser(stop - start), items=stop - start)
+        )
+
+    def combine(parts: list[_ClassifyPart]) -> ClassifyResult:
+        results = [labels for part in parts for labels in part.results]
+        return ClassifyResult(results, _first_model(parts, model), _total_usage(parts))
+
+    return Plan(calls, combine)
+
+
+def _classify_parser(expected: int) -> Callable[[JSON], _ClassifyPart]:
+    def parse(payload: JSON) -> _ClassifyPart:
+        data = _field(payload, "data", list)
+        if len(data) != expected:
+            raise InvalidResponseError(
+                f"asked to classify {expected} texts, the server returned {len(data)}"
+            )
+        results = []
+        for labels in data:
+            if not isinstance(labels, list):
+                raise InvalidResponseError("a classification is not a list of labels")
+            parsed = [_class_label(label) for label in labels]
+            parsed.sort(key=lambda label: -label.score)
+            results.append(parsed)
+        return _ClassifyPart(results, str(payload.get("model", "")), parse_usage(payload))
+
+    return parse
+
+
+def _class_label(label: JSON) -> ClassLabel:
+    if not isinstance(label, dict) or not isinstance(label.get("score"), int | float):
+        raise InvalidResponseError(f"bad classification label {label!r:.80}")
+    return ClassLabel(str(label.get("label")), float(label["score"]))
+
+
+# --- models and health -----------------------------------------------------------------------
+
+
+def plan_models() -> Plan[list[ModelInfo], list[ModelInfo]]:
+    return Plan([Call("GET", "/models", None, _parse_models)], lambda parts: parts[0])
+
+
+def _parse_models(payload: JSON) -> list[ModelInfo]:
+    models = []
+    for entry in _field(payload, "data", list):
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            raise InvalidResponseError(f"bad model entry {entry!r:.80}")
+        capabilities = entry.get("capabilities") or []
+        models.append(
+            ModelInfo(
+                id=entry["id"],
+                capabilities=frozenset(str(c) for c in capabilities),
+                backend=entry.get("backend"),
+                owned_by=entry.get("owned_by"),
+                created=entry.get("created"),
+                raw=entry,
+            )
+        )
+    return models
+
+
+def plan_health() -> Plan[bool, bool]:
+    return Plan(
+        [Call("GET", "/health", None, lambda payload: True, outside_prefix=True)],
+        lambda parts: parts[0],
+    )
+
+
+# --- shared parsing --------------------------------------------------------------------------
+
+
+def parse_usage(payload: JSON) -> Usage:
+    usage = payload.get("usage") if isinstance(payload, dict) else None
+    if not isinstance(usage, dict):
+        return Usage()
+    prompt = usage.get("prompt_tokens")
+    total = usage.get("total_tokens", prompt)
+    return Usage(prompt if isinstance(prompt, int) else 0, total if isinstance(total, int) else 0)
+
+
+def _field(payload: JSON, name: str, kind: type) -> Any:
+    value = payload.get(name) if isinstance(payload, dict) else None
+    if not isinstance(value, kind):
+        raise InvalidResponseError(
+            f"the answer has no {name!r} {kind.__name__}; is this an Infinity server? "
+            f"Got: {_short(json.dumps(payload) if not isinstance(payload, str) else payload)}"
+        )
+    return value
+
+
+_Part = _EmbeddingPart | _RerankPart | _ClassifyPart
+
+
+def _first_model(parts: Sequence[_Part], asked: str | None) -> str:
+    return next((part.model for part in parts if part.model), asked or "")
+
+
+def _total_usage(parts: Sequence[_Part]) -> Usage:
+    total = Usage()
+    for part in parts:
+        total += part.usage
+    return total
+
+
+def read_response(call: Call[T], status_code: int, content: bytes, url: str) -> T:
+    """Parse a 2xx answer with the call's parser, or raise the error a status stands for."""
+    if not 200 <= status_code < 300:
+        raise error_from_response(status_code, content, url)
+    try:
+        payload = json.loads(content)
+    except ValueError:
+        raise InvalidResponseError(
+            f"HTTP {status_code} from {url} is not JSON: {_short(content.decode(errors='replace'))}"
+        ) from None
+    return call.parse(payload)
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+_MAX_MESSAGE = 400
+_TAG = re.compile(r"<[^>]+>")
+_SPACE = re.compile(r"\s+")
+
+
+def _short(text: str, limit: int = _MAX_MESSAGE) -> str:
+    text = _SPACE.sub(" ", text).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_message(content: bytes) -> tuple[str, str | int | None]:
+    """The server's message and code from either of Infinity's error bodies (or any text)."""
+    text = content.decode("utf-8", errors="replace")
+    try:
+        body = json.loads(text)
+    except ValueError:
+        # An HTML page from a load balancer, or plain text: keep the words, drop the markup.
+        return _short(_TAG.sub(" ", text)) or "(empty body)", None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):  # 400 / 429 / 500
+        error = body["error"]
+        return _short(str(error.get("message", error))), error.get("code")
+    if isinstance(body, dict) and "detail" in body:  # FastAPI: 401 / 404 / 422
+        detail = body["detail"]
+        if isinstance(detail, list):  # validation errors; each echoes its input: drop it
+            problems = [_validation_problem(item) for item in detail[:3]]
+            more = f" (and {len(detail) - 3} more)" if len(detail) > 3 else ""
+            return _short("; ".join(problems) + more), None
+        return _short(str(detail)), None
+    return _short(text), None
+
+
+def _validation_problem(item: JSON) -> str:
+    if not isinstance(item, dict):
+        return _short(str(item), 120)
+    location = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+    message = str(item.get("msg", "invalid"))
+    return f"{location}: {message}" if location else message
+
+
+def error_from_response(status_code: int, content: bytes, url: str) -> InfinityAPIError:
+    message, code = error_message(content)
+    kind: type[InfinityAPIError]
+    if status_code in (401, 403):
+        kind = AuthenticationError
+        message += " (set api_key= or INFINITY_API_KEY to the server's --api-key)"
+    elif status_code == 404:
+        kind = NotFoundError
+        message += " (check base_url: does the server use a --url-prefix such as /v1?)"
+    elif status_code == 429:
+        kind = OverloadedError
+    elif status_code >= 500:
+        kind = ServerError
+    elif "ModelNotDeployedError" in message or "does not support" in message:
+        kind = ModelCapabilityError
+    elif "Invalid model" in message or "model not found" in message.lower():
+        kind = ModelNotFoundError
+    else:
+        kind = InvalidRequestError
+    return kind(message, status_code=status_code, url=url, code=code)

@@ -1,0 +1,663 @@
+"""The shared client: every Infinity route, sync and async, over pooled httpx connections.
+
+What to send and how to read the answer is decided in :mod:`infinity_rag._protocol`; this
+module only performs the I/O: it sends a plan's requests (at most ``max_concurrency`` at once),
+retries what may pass, and combines the parts in input order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar
+
+import httpx
+from pydantic import SecretStr
+
+from infinity_rag import _protocol as protocol
+from infinity_rag._config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RERANK_BATCH_SIZE,
+    DEFAULT_TIMEOUT,
+    RetryPolicy,
+    resolve_api_key,
+    resolve_base_url,
+    server_root,
+)
+from infinity_rag._inputs import (
+    MAX_ITEMS_PER_REQUEST,
+    MAX_MEDIA_ITEMS_PER_REQUEST,
+    EncodingFormat,
+    MediaInput,
+    check_batch_size,
+    check_encoding_format,
+    check_optional_positive_int,
+    check_positive_int,
+    check_query,
+    check_texts,
+    to_media_uri,
+)
+from infinity_rag.errors import InfinityConnectionError, InfinityError, InfinityTimeoutError
+from infinity_rag.types import ClassifyResult, EmbeddingResult, ModelInfo, RerankResult
+
+__all__ = ["InfinityClient"]
+
+logger = logging.getLogger("infinity_rag")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Called with the number of inputs a finished request carried (drives progress bars).
+ProgressCallback = Callable[[int], None]
+
+
+class InfinityClient:
+    """A client for an Infinity server (``infinity_emb v2``), sync and async.
+
+    One instance holds one pooled ``httpx.Client`` and, per event loop, one
+    ``httpx.AsyncClient``, both made on first use. Share it between threads, tasks and
+    framework classes; close it with ``close()`` / ``aclose()`` or a ``with`` block.
+
+    Setup:
+        ```bash
+        pip install infinity-rag
+        export INFINITY_API_BASE=http://localhost:7997   # the server's URL (with its prefix)
+        export INFINITY_API_KEY=...                      # if the server runs with --api-key
+        ```
+
+    Key init args (all optional, keyword only):
+        base_url: the server's URL including any ``--url-prefix``; defaults to
+            ``INFINITY_API_BASE``, then ``INFINITY_API_URL``, then ``http://localhost:7997``.
+        api_key: sent as ``Authorization: Bearer``; defaults to ``INFINITY_API_KEY``.
+        timeout: seconds (or an ``httpx.Timeout``) for each request.
+        max_retries: retries of connection errors, timeouts, 429 and 5xx, with backoff.
+        batch_size: inputs per embedding / classification request (at most 2048).
+        rerank_batch_size: documents per rerank request (at most 2048).
+        max_concurrency: requests of one call in flight at once.
+        headers: extra headers for every request.
+        verify: TLS verification: ``True``, ``False``, a CA bundle path or an ``ssl.SSLContext``.
+        http_client / http_async_client: your own httpx clients (never closed by this one).
+
+    Embed:
+        ```python
+        from infinity_rag import InfinityClient
+
+        with InfinityClient(base_url="http://localhost:7997") as client:
+            result = client.embed(["hello", "world"], model="BAAI/bge-small-en-v1.5")
+            vectors = result.embeddings            # list[list[float]], in input order
+            ranked = client.rerank("question?", ["doc a", "doc b"], top_n=1)
+        ```
+
+    Async:
+        ```python
+        async with InfinityClient() as client:
+            result = await client.aembed(["hello", "world"])
+        ```
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        api_key: str | SecretStr | None = None,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        rerank_batch_size: int = DEFAULT_RERANK_BATCH_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        headers: Mapping[str, str] | None = None,
+        verify: Any = True,
+        http_client: httpx.Client | None = None,
+        http_async_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url = resolve_base_url(base_url)
+        self.api_key = resolve_api_key(api_key)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        self.timeout = timeout
+        self.retry = RetryPolicy(max_retries=max_retries)
+        self.batch_size = check_batch_size(batch_size, "batch_size", MAX_ITEMS_PER_REQUEST)
+        self.rerank_batch_size = check_batch_size(
+            rerank_batch_size, "rerank_batch_size", MAX_ITEMS_PER_REQUEST
+        )
+        self.max_concurrency = check_positive_int(max_concurrency, "max_concurrency")
+        self.verify = verify
+        self._root_url = server_root(self.base_url)
+        self._headers = {"Accept": "application/json", **(headers or {})}
+        if self.api_key is not None:
+            self._headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
+        self._injected_client = http_client
+        self._injected_async_client = http_async_client
+        self._sync_client: httpx.Client | None = None
+        self._sync_lock = threading.Lock()
+        # An httpx.AsyncClient's connections belong to the loop that opened them, so each
+        # event loop (a notebook's, each asyncio.run) gets its own pool.
+        self._async_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, httpx.AsyncClient
+        ] = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        key = "'**********'" if self.api_key is not None else "None"
+        return f"InfinityClient(base_url={self.base_url!r}, api_key={key})"
+
+    # --- embeddings --------------------------------------------------------------------------
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str | None = None,
+        encoding_format: EncodingFormat | None = None,
+        dimensions: int | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
+        max_concurrency: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> EmbeddingResult:
+        """Embed ``texts``; vectors come back in input order.
+
+        On the wire the default is base64 (float32; about 4x smaller and 10x faster to parse
+        than JSON floats); ``encoding_format="float"`` asks for JSON floats. ``dimensions``
+        truncates each vector (matryoshka models). More than ``batch_size`` texts are sent in
+        chunks, ``max_concurrency`` at once. ``[]`` returns an empty result without a request.
+        """
+        plan = self._embed_plan(
+            "text", check_texts(texts), model, encoding_format, dimensions, extra_body, batch_size
+        )
+        return self._run(plan, max_concurrency, on_progress)
+
+    async def aembed(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str | None = None,
+        encoding_format: EncodingFormat | None = None,
+        dimensions: int | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
+        max_concurrency: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> EmbeddingResult:
+        """Async :meth:`embed`."""
+        plan = self._embed_plan(
+            "text", check_texts(texts), model, encoding_format, dimensions, extra_body, batch_size
+        )
+        return await self._arun(plan, max_concurrency, on_progress)
+
+    def embed_images(
+        self,
+        images: Sequence[MediaInput],
+        *,
+        model: str | None = None,
+        encoding_format: EncodingFormat | None = None,
+        dimensions: int | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        max_concurrency: int | None = None,
+    ) -> EmbeddingResult:
+        """Embed images (URLs, data URIs, local paths, bytes or binary files) with a CLIP-style
+        model; at most 32 go in one request."""
+        plan = self._embed_plan(
+            "image", _media(images, "image"), model, encoding_format, dimensions, extra_body, None
+        )
+        return self._run(plan, max_concurrency, None)
+
+    async def aembed_images(
+        self,
+        images: Sequence[MediaInput],
+        *,
+        model: str | None = None,
+        encoding_format: EncodingFormat | None = None,
+        dimensions: int | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        max_concurrency: int | None = None,
+    ) -> EmbeddingResult:
+        """Async :meth:`embed_images`."""
+        plan = self._embed_plan(
+            "image", _media(images, "image"), model, encoding_format, dimensions, extra_body, None
+        )
+        return await self._arun(plan, max_concurrency, None)
+
+    def embed_audio(
+        self,
+        audio: Sequence[MediaInput],
+        *,
+        model: str | None = None,
+        encoding_format: EncodingFormat | None = None,
+        dimensions: int | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        max_concurrency: int | None = None,
+    ) -> EmbeddingResult:
+        """Embed audio clips (URLs, data URIs, paths, bytes) with a CLAP-style model."""
+        plan = self._embed_plan(
+            "audio", _media(audio, "audio"), model, encoding_format, dimensions, extra_body, None
+        )
+        return self._run(plan, max_concurrency, None)
+
+    async def aembed_audio(
+        self,
+        audio: Sequence[MediaInput],
+        *,
+        model: str | None = None,
+        encoding_format: EncodingFormat | None = None,
+        dimensions: int | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        max_concurrency: int | None = None,
+    ) -> EmbeddingResult:
+        """Async :meth:`embed_audio`."""
+        plan = self._embed_plan(
+            "audio", _media(audio, "audio"), model, encoding_format, dimensions, extra_body, None
+        )
+        return await self._arun(plan, max_concurrency, None)
+
+    def _embed_plan(
+        self,
+        modality: protocol.Modality,
+        inputs: list[str],
+        model: str | None,
+        encoding_format: EncodingFormat | None,
+        dimensions: int | None,
+        extra_body: Mapping[str, Any] | None,
+        batch_size: int | None,
+    ) -> protocol.Plan[Any, EmbeddingResult]:
+        if modality == "text":
+            size = self.batch_size if batch_size is None else batch_size
+            size = check_batch_size(size, "batch_size", MAX_ITEMS_PER_REQUEST)
+        else:
+            size = min(self.batch_size, MAX_MEDIA_ITEMS_PER_REQUEST)
+        return protocol.plan_embed(
+            inputs,
+            modality=modality,
+            model=model,
+            encoding_format=check_encoding_format(encoding_format or "base64"),
+            dimensions=check_optional_positive_int(dimensions, "dimensions"),
+            extra_body=extra_body,
+            batch_size=size,
+        )
+
+    # --- rerank ------------------------------------------------------------------------------
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        model: str | None = None,
+        top_n: int | None = None,
+        raw_scores: bool = False,
+        return_documents: bool = False,
+        extra_body: Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
+        max_concurrency: int | None = None,
+    ) -> RerankResult:
+        """Score ``documents`` against ``query``, most relevant first.
+
+        ``top_n`` keeps the best n (``None``: all; larger than the number of documents: all).
+        More than ``rerank_batch_size`` documents (the server takes 2048) are split, scored
+        and merged; ``top_n`` applies to the merged list. ``[]`` returns an empty result
+        without a request.
+        """
+        plan = self._rerank_plan(
+            query, documents, model, top_n, raw_scores, return_documents, extra_body, batch_size
+        )
+        return self._run(plan, max_concurrency, None)
+
+    async def arerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        model: str | None = None,
+        top_n: int | None = None,
+        raw_scores: bool = False,
+        return_documents: bool = False,
+        extra_body: Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
+        max_concurrency: int | None = None,
+    ) -> RerankResult:
+        """Async :meth:`rerank`."""
+        plan = self._rerank_plan(
+            query, documents, model, top_n, raw_scores, return_documents, extra_body, batch_size
+        )
+        return await self._arun(plan, max_concurrency, None)
+
+    def _rerank_plan(
+        self,
+        query: str,
+        documents: Sequence[str],
+        model: str | None,
+        top_n: int | None,
+        raw_scores: bool,
+        return_documents: bool,
+        extra_body: Mapping[str, Any] | None,
+        batch_size: int | None,
+    ) -> protocol.Plan[Any, RerankResult]:
+        size = self.rerank_batch_size if batch_size is None else batch_size
+        return protocol.plan_rerank(
+            check_query(query),
+            check_texts(documents, "documents"),
+            model=model,
+            top_n=check_optional_positive_int(top_n, "top_n"),
+            raw_scores=bool(raw_scores),
+            return_documents=bool(return_documents),
+            extra_body=extra_body,
+            batch_size=check_batch_size(size, "batch_size", MAX_ITEMS_PER_REQUEST),
+        )
+
+    # --- classify ----------------------------------------------------------------------------
+
+    def classify(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str | None = None,
+        raw_scores: bool = False,
+        extra_body: Mapping[str, Any] | None = None,
+        max_concurrency: int | None = None,
+    ) -> ClassifyResult:
+        """Classify ``texts``: for each, its labels and scores, highest first."""
+        plan = protocol.plan_classify(
+            check_texts(texts),
+            model=model,
+            raw_scores=bool(raw_scores),
+            extra_body=extra_body,
+            batch_size=self.batch_size,
+        )
+        return self._run(plan, max_concurrency, None)
+
+    async def aclassify(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str | None = None,
+        raw_scores: bool = False,
+        extra_body: Mapping[str, Any] | None = None,
+        max_concurrency: int | None = None,
+    ) -> ClassifyResult:
+        """Async :meth:`classify`."""
+        plan = protocol.plan_classify(
+            check_texts(texts),
+            model=model,
+            raw_scores=bool(raw_scores),
+            extra_body=extra_body,
+            batch_size=self.batch_size,
+        )
+        return await self._arun(plan, max_concurrency, None)
+
+    # --- models and health -------------------------------------------------------------------
+
+    def models(self) -> list[ModelInfo]:
+        """The served models with their capabilities (``embed``, ``rerank``, ``classify``, ...)."""
+        return self._run(protocol.plan_models(), None, None)
+
+    async def amodels(self) -> list[ModelInfo]:
+        """Async :meth:`models`."""
+        return await self._arun(protocol.plan_models(), None, None)
+
+    def health(self) -> bool:
+        """``True`` if ``GET /health`` answers 200 (one try); raises :class:`InfinityError`."""
+        call = protocol.plan_health().calls[0]
+        return self._send(call)
+
+    async def ahealth(self) -> bool:
+        """Async :meth:`health`."""
+        call = protocol.plan_health().calls[0]
+        return await self._asend(call)
+
+    def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.5) -> None:
+        """Poll ``/health`` until the server answers (models loaded) or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.health()
+                return
+            except InfinityError as error:
+                _raise_if_not_ready_by(deadline, timeout, error, self._root_url)
+            time.sleep(interval)
+
+    async def await_until_ready(self, timeout: float = 60.0, interval: float = 0.5) -> None:
+        """Async :meth:`wait_until_ready`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await self.ahealth()
+                return
+            except InfinityError as error:
+                _raise_if_not_ready_by(deadline, timeout, error, self._root_url)
+            await asyncio.sleep(interval)
+
+    # --- running plans -----------------------------------------------------------------------
+
+    def _run(
+        self,
+        plan: protocol.Plan[T, R],
+        max_concurrency: int | None,
+        on_progress: ProgressCallback | None,
+    ) -> R:
+        calls = plan.calls
+        limit = self._concurrency(max_concurrency, len(calls))
+        if limit <= 1:
+            parts = []
+            for call in calls:
+                parts.append(self._call(call))
+                if on_progress:
+                    on_progress(call.items)
+            return plan.combine(parts)
+        # httpx.Client is thread-safe: the pool's threads share its connections.
+        with ThreadPoolExecutor(limit, thread_name_prefix="infinity-rag") as pool:
+            futures = {pool.submit(self._call, call): i for i, call in enumerate(calls)}
+            results: list[Any] = [None] * len(calls)
+            try:
+                for future in as_completed(futures):
+                    i = futures[future]
+                    results[i] = future.result()
+                    if on_progress:
+                        on_progress(calls[i].items)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        return plan.combine(results)
+
+    async def _arun(
+        self,
+        plan: protocol.Plan[T, R],
+        max_concurrency: int | None,
+        on_progress: ProgressCallback | None,
+    ) -> R:
+        calls = plan.calls
+        limit = self._concurrency(max_concurrency, len(calls))
+        if limit <= 1:
+            parts = []
+            for call in calls:
+                parts.append(await self._acall(call))
+                if on_progress:
+                    on_progress(call.items)
+            return plan.combine(parts)
+        gate = asyncio.Semaphore(limit)
+
+        async def run_one(call: protocol.Call[T]) -> T:
+            async with gate:
+                part = await self._acall(call)
+            if on_progress:
+                on_progress(call.items)
+            return part
+
+        try:
+            # A TaskGroup cancels the remaining requests as soon as one fails.
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(run_one(call)) for call in calls]
+        except BaseExceptionGroup as group_error:
+            raise group_error.exceptions[0] from None
+        return plan.combine([task.result() for task in tasks])
+
+    def _concurrency(self, override: int | None, calls: int) -> int:
+        limit = self.max_concurrency if override is None else override
+        return min(check_positive_int(limit, "max_concurrency"), calls)
+
+    def _call(self, call: protocol.Call[T]) -> T:
+        """Send one request, retrying what may pass with backoff."""
+        retries = 0
+        while True:
+            try:
+                return self._send(call)
+            except InfinityError as error:
+                delay = self._retry_delay(call, retries, error)
+            time.sleep(delay)
+            retries += 1
+
+    async def _acall(self, call: protocol.Call[T]) -> T:
+        """Async :meth:`_call`."""
+        retries = 0
+        while True:
+            try:
+                return await self._asend(call)
+            except InfinityError as error:
+                delay = self._retry_delay(call, retries, error)
+            await asyncio.sleep(delay)
+            retries += 1
+
+    def _retry_delay(self, call: protocol.Call[Any], retries: int, error: InfinityError) -> float:
+        """The pause before the next try; re-raises ``error`` when it must not be retried."""
+        delay = self.retry.delay(retries, error)
+        if delay is None:
+            raise error
+        logger.warning(
+            "Infinity %s %s failed (%s); retry %d of %d in %.2fs",
+            call.method,
+            call.route,
+            error,
+            retries + 1,
+            self.retry.max_retries,
+            delay,
+        )
+        return delay
+
+    def _send(self, call: protocol.Call[T]) -> T:
+        url = self._url(call)
+        try:
+            response = self._http().request(
+                call.method, url, json=call.body, headers=self._headers, timeout=self.timeout
+            )
+        except httpx.TimeoutException as exc:
+            raise _timeout_error(url, exc) from exc
+        except httpx.TransportError as exc:
+            raise _connection_error(url, exc) from exc
+        _log_response(call, response)
+        return protocol.read_response(call, response.status_code, response.content, url)
+
+    async def _asend(self, call: protocol.Call[T]) -> T:
+        url = self._url(call)
+        try:
+            response = await self._async_http().request(
+                call.method, url, json=call.body, headers=self._headers, timeout=self.timeout
+            )
+        except httpx.TimeoutException as exc:
+            raise _timeout_error(url, exc) from exc
+        except httpx.TransportError as exc:
+            raise _connection_error(url, exc) from exc
+        _log_response(call, response)
+        return protocol.read_response(call, response.status_code, response.content, url)
+
+    def _url(self, call: protocol.Call[Any]) -> str:
+        return (self._root_url if call.outside_prefix else self.base_url) + call.route
+
+    # --- connection pools --------------------------------------------------------------------
+
+    def _http(self) -> httpx.Client:
+        if self._injected_client is not None:
+            return self._injected_client
+        if self._sync_client is None:
+            with self._sync_lock:
+                if self._sync_client is None:
+                    self._sync_client = httpx.Client(timeout=self.timeout, verify=self.verify)
+        return self._sync_client
+
+    def _async_http(self) -> httpx.AsyncClient:
+        if self._injected_async_client is not None:
+            return self._injected_async_client
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = httpx.AsyncClient(timeout=self.timeout, verify=self.verify)
+            self._async_clients[loop] = client
+        return client
+
+    def close(self) -> None:
+        """Close the pooled sync connections (injected clients are left open)."""
+        if self._sync_client is not None:
+            self._sync_client.close()
+            self._sync_client = None
+
+    async def aclose(self) -> None:
+        """Close the pooled connections of the running event loop and the sync ones."""
+        client = self._async_clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+        self.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _media(items: Sequence[MediaInput], modality: Literal["image", "audio"]) -> list[str]:
+    if isinstance(items, str | bytes) or not isinstance(items, Sequence):
+        raise TypeError(f"{modality}s must be a list, got {type(items).__name__}")
+    return [to_media_uri(item, i, modality) for i, item in enumerate(items)]
+
+
+def _timeout_error(url: str, exc: httpx.TimeoutException) -> InfinityTimeoutError:
+    kind = type(exc).__name__
+    return InfinityTimeoutError(f"{kind}: no answer from {url} within the timeout", url=url)
+
+
+def _connection_error(url: str, exc: httpx.TransportError) -> InfinityConnectionError:
+    return InfinityConnectionError(
+        f"cannot reach the Infinity server at {url}: {type(exc).__name__}: {exc}", url=url
+    )
+
+
+def _raise_if_not_ready_by(deadline: float, timeout: float, error: Exception, url: str) -> None:
+    if time.monotonic() >= deadline:
+        raise InfinityTimeoutError(
+            f"the Infinity server at {url} was not ready after {timeout:g}s: {error}", url=url
+        ) from error
+
+
+def _log_response(call: protocol.Call[Any], response: httpx.Response) -> None:
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "Infinity %s %s -> %d (%d items, %d bytes, %.3fs)",
+            call.method,
+            call.route,
+            response.status_code,
+            call.items,
+            len(response.content),
+            response.elapsed.total_seconds(),
+        )

@@ -1,0 +1,115 @@
+"""The exceptions raised by infinity-rag, one family rooted at :class:`InfinityError`.
+
+```
+InfinityError
+├── InfinityAPIError                 the server answered with an error status
+│   ├── AuthenticationError          401 / 403: missing or wrong API key
+│   ├── InvalidRequestError          400 / 422: the server rejected the request
+│   │   ├── ModelNotFoundError       400: no served model has that name
+│   │   └── ModelCapabilityError     400: the model cannot do that (e.g. rerank on an embedder)
+│   ├── NotFoundError                404: no such route (often a wrong URL prefix)
+│   ├── OverloadedError              429: the server's queue is full         (retried)
+│   └── ServerError                  5xx                                      (retried)
+├── InfinityConnectionError          the server could not be reached         (retried)
+│   └── InfinityTimeoutError         no answer within the timeout            (retried)
+└── InvalidResponseError             the answer is not what Infinity sends
+```
+
+Messages are kept short (a 422 echoes the whole input back; it is never repeated here) and
+never contain the API key.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "InfinityAPIError",
+    "InfinityConnectionError",
+    "InfinityError",
+    "InfinityTimeoutError",
+    "InvalidRequestError",
+    "InvalidResponseError",
+    "ModelCapabilityError",
+    "ModelNotFoundError",
+    "NotFoundError",
+    "OverloadedError",
+    "ServerError",
+]
+
+
+class InfinityError(Exception):
+    """Base class of every error infinity-rag raises about the server or its answers."""
+
+    #: Whether sending the same request again may succeed (connection errors, 429, 5xx).
+    retryable: bool = False
+
+
+class InfinityAPIError(InfinityError):
+    """The server answered with an error status.
+
+    Attributes:
+        status_code: the HTTP status.
+        message: the server's own message, shortened.
+        code: the ``code`` field of Infinity's error body, when it sends one.
+        url: the URL that was requested.
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int, url: str = "", code: str | int | None = None
+    ) -> None:
+        self.message = message
+        self.status_code = status_code
+        self.url = url
+        self.code = code
+        where = f" from {url}" if url else ""
+        super().__init__(f"HTTP {status_code}{where}: {message}")
+
+
+class AuthenticationError(InfinityAPIError):
+    """401 / 403: the API key is missing or wrong (set ``api_key`` or ``INFINITY_API_KEY``)."""
+
+
+class InvalidRequestError(InfinityAPIError):
+    """400 / 422: the server rejected the request as invalid."""
+
+
+class ModelNotFoundError(InvalidRequestError):
+    """400: the requested model is not served. The message lists the served models."""
+
+
+class ModelCapabilityError(InvalidRequestError):
+    """400: the model is served but cannot do this (for example ``rerank`` on an embedder)."""
+
+
+class NotFoundError(InfinityAPIError):
+    """404: no such route. Usually the base URL lacks or adds a prefix such as ``/v1``."""
+
+
+class OverloadedError(InfinityAPIError):
+    """429: the server's queue is full. Retried with backoff up to ``max_retries``."""
+
+    retryable = True
+
+
+class ServerError(InfinityAPIError):
+    """5xx: the server (or a proxy in front of it) failed. Retried up to ``max_retries``."""
+
+    retryable = True
+
+
+class InfinityConnectionError(InfinityError):
+    """The server could not be reached, or the connection broke mid-answer."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        self.url = url
+        super().__init__(message)
+
+
+class InfinityTimeoutError(InfinityConnectionError):
+    """The server did not answer within the configured ``timeout``."""
+
+
+class InvalidResponseError(InfinityError):
+    """The server answered 2xx with a body that is not Infinity's format (or is incomplete)."""
