@@ -90,14 +90,17 @@ class FakeInfinity:
             return self._validation_error(body, "List should have at least 1 item")
         if isinstance(items, list) and len(items) > self.max_items:
             return self._validation_error(body, f"List should have at most {self.max_items} items")
-        model = body.get("model", next(iter(self.models)))
+        capability = {"embeddings": "embed", "rerank": "rerank", "classify": "classify"}[path]
+        # Without a model name, the first model that can do the job answers.
+        model = body.get(
+            "model", next((m for m, caps in self.models.items() if capability in caps), "")
+        )
         if model not in self.models:
             return _error(
                 400,
                 f"Invalid model: {model!r} is not served. Available models: {list(self.models)}",
             )
         handler = {"embeddings": self._embed, "rerank": self._rerank, "classify": self._classify}
-        capability = {"embeddings": "embed", "rerank": "rerank", "classify": "classify"}[path]
         if capability not in self.models[model]:
             return _error(
                 400,

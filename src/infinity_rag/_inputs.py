@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-import mimetypes
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,37 +106,35 @@ def to_media_uri(item: object, index: int, modality: Literal["image", "audio"]) 
             raise ValueError(f"{where} is a data URI without ';base64,' data")
         return item
     if isinstance(item, bytes | bytearray):
-        return _data_uri(bytes(item), where, modality, name=None)
+        return _data_uri(bytes(item), where, modality)
     if isinstance(item, io.IOBase):
         data = item.read()
         if not isinstance(data, bytes):
             raise TypeError(f"{where} must be a binary file object (opened with 'rb')")
-        return _data_uri(data, where, modality, name=getattr(item, "name", None))
+        return _data_uri(data, where, modality)
     if isinstance(item, str | os.PathLike):
         path = Path(item)
         if not path.is_file():
             raise ValueError(
                 f"{where} is neither an http(s) URL, a data URI nor an existing file: {str(item)!r}"
             )
-        return _data_uri(path.read_bytes(), where, modality, name=path.name)
+        return _data_uri(path.read_bytes(), where, modality)
     raise TypeError(
         f"{where} must be a URL, a data URI, a path, bytes or a binary file object, "
         f"got {type(item).__name__}"
     )
 
 
-def _data_uri(
-    data: bytes, where: str, modality: Literal["image", "audio"], name: str | None
-) -> str:
+def _data_uri(data: bytes, where: str, modality: Literal["image", "audio"]) -> str:
+    # The type is read from the bytes, not the file name: a mislabelled file fails here,
+    # with its index, rather than as a decoding error inside the server.
     if not data:
         raise ValueError(f"{where} is empty")
     mime = _sniff(data, modality)
-    if mime is None and name:
-        guessed, _ = mimetypes.guess_type(str(name))
-        if guessed and guessed.startswith(f"{modality}/"):
-            mime = guessed
     if mime is None:
-        kinds = "PNG, JPEG, GIF, BMP, TIFF, WebP" if modality == "image" else "WAV, FLAC, OGG, MP3"
+        kinds = (
+            "PNG, JPEG, GIF, BMP, TIFF, WebP" if modality == "image" else "WAV, FLAC, OGG, MP3, M4A"
+        )
         raise ValueError(f"{where} is not a recognised {modality} file (expected {kinds})")
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
@@ -150,6 +147,8 @@ def _sniff(data: bytes, modality: Literal["image", "audio"]) -> str | None:
     else:
         if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
             return "audio/wav"
+        if data[4:8] == b"ftyp":
+            return "audio/mp4"
         signatures = _AUDIO_SIGNATURES
     for prefix, mime in signatures:
         if data.startswith(prefix):

@@ -542,6 +542,7 @@ class InfinityClient:
 
     def _send(self, call: protocol.Call[T]) -> T:
         url = self._url(call)
+        started = time.perf_counter()
         try:
             response = self._http().request(
                 call.method, url, json=call.body, headers=self._headers, timeout=self.timeout
@@ -550,11 +551,12 @@ class InfinityClient:
             raise _timeout_error(url, exc) from exc
         except httpx.TransportError as exc:
             raise _connection_error(url, exc) from exc
-        _log_response(call, response)
+        _log_response(call, response, time.perf_counter() - started)
         return protocol.read_response(call, response.status_code, response.content, url)
 
     async def _asend(self, call: protocol.Call[T]) -> T:
         url = self._url(call)
+        started = time.perf_counter()
         try:
             response = await self._async_http().request(
                 call.method, url, json=call.body, headers=self._headers, timeout=self.timeout
@@ -563,7 +565,7 @@ class InfinityClient:
             raise _timeout_error(url, exc) from exc
         except httpx.TransportError as exc:
             raise _connection_error(url, exc) from exc
-        _log_response(call, response)
+        _log_response(call, response, time.perf_counter() - started)
         return protocol.read_response(call, response.status_code, response.content, url)
 
     def _url(self, call: protocol.Call[Any]) -> str:
@@ -650,7 +652,7 @@ def _raise_if_not_ready_by(deadline: float, timeout: float, error: Exception, ur
         ) from error
 
 
-def _log_response(call: protocol.Call[Any], response: httpx.Response) -> None:
+def _log_response(call: protocol.Call[Any], response: httpx.Response, seconds: float) -> None:
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug(
             "Infinity %s %s -> %d (%d items, %d bytes, %.3fs)",
@@ -659,5 +661,5 @@ def _log_response(call: protocol.Call[Any], response: httpx.Response) -> None:
             response.status_code,
             call.items,
             len(response.content),
-            response.elapsed.total_seconds(),
+            seconds,
         )

@@ -1,0 +1,49 @@
+"""The public surface, and that the core imports no framework."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import infinity_rag
+
+EXPECTED_ALL = [
+    "AuthenticationError",
+    "ClassLabel",
+    "ClassifyResult",
+    "EmbeddingResult",
+    "InfinityAPIError",
+    "InfinityClient",
+    "InfinityConnectionError",
+    "InfinityError",
+    "InfinityTimeoutError",
+    "InvalidRequestError",
+    "InvalidResponseError",
+    "ModelCapabilityError",
+    "ModelInfo",
+    "ModelNotFoundError",
+    "NotFoundError",
+    "OverloadedError",
+    "RerankItem",
+    "RerankResult",
+    "ServerError",
+    "Usage",
+    "__version__",
+]
+
+
+def test_all_imports() -> None:
+    assert sorted(infinity_rag.__all__) == sorted(EXPECTED_ALL)
+    for name in infinity_rag.__all__:
+        assert getattr(infinity_rag, name) is not None
+
+
+def test_core_import_pulls_in_no_framework() -> None:
+    code = (
+        "import sys, infinity_rag; "
+        "loaded = [m for m in sys.modules if m.split('.')[0] in "
+        "('langchain_core', 'llama_index', 'langchain')]; "
+        "print(','.join(loaded))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
