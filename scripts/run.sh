@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The project's two entry points, for a fresh machine:
+#   bash scripts/run.sh demo   set everything up, start a local Infinity server, run the RAG demo
+#   bash scripts/run.sh test   set everything up, run lint, types, unit, integration and notebook tests
+# Set-up is idempotent and cached: the dev venv in .venv (rebuilt when pyproject.toml changes),
+# the Infinity server's own venv and models under ${INFINITY_RAG_HOME:-~/.cache/infinity-rag}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY="${PYTHON:-python3}"
+VENV=.venv
+
+setup_dev_venv() {
+  local stamp
+  stamp="$VENV/.ready-$(sha256sum pyproject.toml | cut -c1-12)"
+  if [ ! -f "$stamp" ]; then
+    echo "[setup] installing infinity-rag with its dev extras into $VENV"
+    if [ ! -x "$VENV/bin/python" ]; then
+      "$PY" -m venv "$VENV"
+      "$VENV/bin/pip" install --quiet --upgrade pip
+    fi
+    # On top of an existing venv pip only adds what the new pyproject.toml asks for.
+    "$VENV/bin/pip" install --quiet -e ".[dev]"
+    rm -f "$VENV"/.ready-*
+    touch "$stamp"
+  fi
+}
+
+setup_all() {
+  setup_dev_venv
+  bash scripts/setup_server.sh
+}
+
+run_tests() {
+  local bin="$VENV/bin"
+  echo "== ruff"
+  "$bin/ruff" check .
+  "$bin/ruff" format --check .
+  echo "== mypy (strict, src/)"
+  "$bin/mypy"
+  echo "== unit tests"
+  "$bin/pytest" unit_tests -q -p no:cacheprovider
+  echo "== integration tests (real Infinity server) and notebooks"
+  "$bin/pytest" integration_tests -q -p no:cacheprovider -rs
+}
+
+case "${1:-}" in
+  demo) setup_all; shift; exec "$VENV/bin/python" scripts/demo.py "$@" ;;
+  test) setup_all; run_tests ;;
+  setup) setup_all ;;
+  *) echo "usage: bash scripts/run.sh demo|test|setup" >&2; exit 2 ;;
+esac
