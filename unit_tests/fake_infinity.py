@@ -98,7 +98,8 @@ class FakeInfinity:
         if model not in self.models:
             return _error(
                 400,
-                f"Invalid model: {model!r} is not served. Available models: {list(self.models)}",
+                f"Invalid model: Engine for model name `{model}` not found. "
+                f"Available model names are {list(self.models)}",
             )
         handler = {"embeddings": self._embed, "rerank": self._rerank, "classify": self._classify}
         if capability not in self.models[model]:
@@ -106,7 +107,7 @@ class FakeInfinity:
                 400,
                 f"ModelNotDeployedError: model=`{model}` does not support `{capability}`. "
                 f"Reason: the loaded moded cannot fullyfill `{capability}`. "
-                f"Options are {self.models[model]}.",
+                f"Options are {set(self.models[model])}.",
             )
         return handler[path](body, model)
 

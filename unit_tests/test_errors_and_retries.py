@@ -50,7 +50,7 @@ def test_wrong_key_is_an_authentication_error(fake: FakeInfinity) -> None:
 
 
 def test_unknown_model_lists_the_served_ones(client: InfinityClient) -> None:
-    with pytest.raises(ModelNotFoundError, match="Available models") as caught:
+    with pytest.raises(ModelNotFoundError, match="Available model names") as caught:
         client.embed(["a"], model="nope")
     assert caught.value.status_code == 400
     assert isinstance(caught.value, InvalidRequestError)
