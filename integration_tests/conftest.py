@@ -20,7 +20,7 @@ from infinity_rag import InfinityClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from local_infinity import LocalInfinityServer  # noqa: E402
+from local_infinity import LocalInfinityServer
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,5 @@ def client(infinity_server: ServerInfo) -> Iterator[InfinityClient]:
 
 @pytest.fixture
 async def aclient(infinity_server: ServerInfo) -> AsyncIterator[InfinityClient]:
-    async with InfinityClient(
-        base_url=infinity_server.url, api_key=infinity_server.api_key
-    ) as c:
+    async with InfinityClient(base_url=infinity_server.url, api_key=infinity_server.api_key) as c:
         yield c

@@ -170,7 +170,7 @@ def _embedding_parser(expected: int, dimensions: int | None) -> Callable[[JSON],
             if isinstance(embedding, str):
                 vector = decode_base64_vector(embedding)
             elif isinstance(embedding, list):
-                vector = embedding
+                vector = _floats(embedding, index)
             else:
                 raise InvalidResponseError(f"embedding {index} is neither a list nor base64")
             # A proxy may drop `dimensions` (LiteLLM renames it); Infinity itself only
@@ -185,6 +185,16 @@ def _embedding_parser(expected: int, dimensions: int | None) -> Callable[[JSON],
         )
 
     return parse
+
+
+def _floats(values: list[Any], index: int) -> list[float]:
+    # JSON may carry 0 for 0.0 (a proxy re-serialising it); plain floats are promised.
+    try:
+        return [float(x) for x in values]
+    except (TypeError, ValueError):
+        raise InvalidResponseError(
+            f"embedding {index} holds a value that is not a number"
+        ) from None
 
 
 # --- rerank ----------------------------------------------------------------------------------

@@ -144,6 +144,11 @@ class InfinityClient:
             asyncio.AbstractEventLoop, httpx.AsyncClient
         ] = weakref.WeakKeyDictionary()
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        # A client is a shared resource (connection pools, locks): copies of the objects
+        # that hold it (pydantic's model_copy(deep=True), copy.deepcopy) share it too.
+        return self
+
     def __repr__(self) -> str:
         key = "'**********'" if self.api_key is not None else "None"
         return f"InfinityClient(base_url={self.base_url!r}, api_key={key})"
