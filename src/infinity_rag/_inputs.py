@@ -108,7 +108,8 @@ def to_media_uri(item: object, index: int, modality: Literal["image", "audio"]) 
     if isinstance(item, bytes | bytearray):
         return _data_uri(bytes(item), where, modality)
     if isinstance(item, io.IOBase):
-        data = item.read()
+        # A BytesIO is read without moving its position: the caller's stream stays usable.
+        data = item.getvalue() if isinstance(item, io.BytesIO) else item.read()
         if not isinstance(data, bytes):
             raise TypeError(f"{where} must be a binary file object (opened with 'rb')")
         return _data_uri(data, where, modality)
