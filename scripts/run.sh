@@ -40,12 +40,14 @@ run_tests() {
   "$bin/mypy"
   echo "== unit tests"
   "$bin/pytest" unit_tests -q -p no:cacheprovider
-  echo "== integration tests (real Infinity server) and notebooks"
+  echo "== integration tests (real Infinity server, LiteLLM proxy, Qdrant)"
   "$bin/pytest" integration_tests -q -p no:cacheprovider -rs
+  echo "== notebooks (executed with nbmake)"
+  "$bin/pytest" --nbmake notebooks -q -p no:cacheprovider
 }
 
 case "${1:-}" in
-  demo) setup_all; shift; exec "$VENV/bin/python" scripts/demo.py "$@" ;;
+  demo) setup_all; shift; exec "$VENV/bin/python" examples/rag_demo.py "$@" ;;
   test) setup_all; run_tests ;;
   setup) setup_all ;;
   *) echo "usage: bash scripts/run.sh demo|test|setup" >&2; exit 2 ;;

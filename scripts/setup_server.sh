@@ -36,3 +36,7 @@ fi
 
 # Build the local models (embedder path, a seeded reranker, a seeded classifier).
 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$VENV/bin/python" "$(dirname "$0")/build_models.py" "$MODELS"
+
+# A cross-encoder distilled from MiniLM, whose scores mean something (demo, notebooks, the
+# demo's ranking test). Built once per machine (about 5 min on 2 cores), then skipped.
+"$VENV/bin/python" "$(dirname "$0")/distill_reranker.py" "$MODELS/reranker-distilled"
