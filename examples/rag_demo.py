@@ -53,27 +53,29 @@ class Question:
 
 
 QUESTIONS: tuple[Question, ...] = (
-    Question("How do I parse a JSON string into a Python object?", frozenset({"json.loads"})),
+    Question("Recursively delete a directory tree", frozenset({"shutil.rmtree"})),
+    Question("Split a pathname into head and tail", frozenset({"os.path.split"})),
     Question(
-        "How can I split a file path into its directory and file name?",
-        frozenset({"os.path.split"}),
-    ),
-    Question(
-        "How do I delete a directory together with everything inside it?",
-        frozenset({"shutil.rmtree"}),
-    ),
-    Question(
-        "How do I replace every match of a regular expression in a string?",
+        "Replace occurrences of a regex pattern in a string",
         frozenset({"re.sub", "re.Pattern.sub"}),
     ),
-    Question(
-        "How do I extract all the files from a zip archive?",
-        frozenset({"zipfile.ZipFile.extractall"}),
-    ),
+    Question("Extract all members from a zip archive", frozenset({"zipfile.ZipFile.extractall"})),
     Question(
         "How do I create a temporary directory?",
         frozenset({"tempfile.mkdtemp", "tempfile.TemporaryDirectory"}),
     ),
+    Question(
+        "How do I parse a date string into a datetime object?",
+        frozenset({"datetime.datetime.strptime"}),
+    ),
+    Question(
+        "How do I run a shell command and capture its output?",
+        frozenset({"subprocess.getoutput", "subprocess.check_output", "subprocess.run"}),
+    ),
+    Question(
+        "How do I quote a string for safe use in a shell command?", frozenset({"shlex.quote"})
+    ),
+    Question("How do I generate a random UUID?", frozenset({"uuid.uuid4"})),
 )
 
 
