@@ -29,6 +29,7 @@ setup_dev_venv() {
 setup_all() {
   setup_dev_venv
   bash scripts/setup_server.sh
+  bash scripts/setup_litellm.sh   # a LiteLLM proxy in its own venv, for the proxy tests
 }
 
 run_tests() {

@@ -63,6 +63,9 @@ class RetryPolicy:
         """Seconds to wait before the next try, or ``None`` to give up and raise ``error``."""
         if not error.retryable or retries_done >= self.max_retries:
             return None
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:  # the server said how long (429 / 503)
+            return float(retry_after)
         ceiling = min(self.max_delay, self.initial_delay * 2.0**retries_done)
         # "Equal jitter": at least half the backoff, so a flood of clients spreads out
         # without any of them retrying at once.

@@ -177,6 +177,11 @@ def _embedding_parser(expected: int, dimensions: int | None) -> Callable[[JSON],
             # truncates, so truncating here gives the same vector.
             if dimensions is not None and len(vector) > dimensions:
                 vector = vector[:dimensions]
+            elif dimensions is not None and len(vector) < dimensions:
+                raise InvalidResponseError(
+                    f"asked for {dimensions} dimensions, the model's vectors have "
+                    f"{len(vector)} (a proxy such as LiteLLM does not forward `dimensions`)"
+                )
             vectors[index] = vector
         return _EmbeddingPart(
             vectors,  # type: ignore[arg-type]  # every slot was filled: len and uniqueness checked
@@ -419,10 +424,14 @@ def _total_usage(parts: Sequence[_Part]) -> Usage:
     return total
 
 
-def read_response(call: Call[T], status_code: int, content: bytes, url: str) -> T:
+def read_response(
+    call: Call[T], status_code: int, content: bytes, url: str, retry_after: str | None = None
+) -> T:
     """Parse a 2xx answer with the call's parser, or raise the error a status stands for."""
     if not 200 <= status_code < 300:
-        raise error_from_response(status_code, content, url)
+        error = error_from_response(status_code, content, url)
+        error.retry_after = parse_retry_after(retry_after)
+        raise error
     try:
         payload = json.loads(content)
     except ValueError:
@@ -473,12 +482,24 @@ def _validation_problem(item: JSON) -> str:
     return f"{location}: {message}" if location else message
 
 
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds (only the delta-seconds form), or ``None``."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds <= 60 else None
+
+
 def error_from_response(status_code: int, content: bytes, url: str) -> InfinityAPIError:
     message, code = error_message(content)
     kind: type[InfinityAPIError]
     if status_code in (401, 403):
         kind = AuthenticationError
         message += " (set api_key= or INFINITY_API_KEY to the server's --api-key)"
+    elif status_code == 400 and "No connected db" in message:
+        kind = AuthenticationError  # LiteLLM without a database: the key is not its master key
+        message += " (a LiteLLM proxy without a database accepts only its master key)"
     elif status_code == 404:
         kind = NotFoundError
         message += " (check base_url: does the server use a --url-prefix such as /v1?)"
@@ -486,7 +507,7 @@ def error_from_response(status_code: int, content: bytes, url: str) -> InfinityA
         kind = OverloadedError
     elif status_code >= 500:
         kind = ServerError
-    elif "ModelNotDeployedError" in message or "does not support" in message:
+    elif "ModelNotDeployedError" in message:
         kind = ModelCapabilityError
     elif "Invalid model" in message or "model not found" in message.lower():
         kind = ModelNotFoundError

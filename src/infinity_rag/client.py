@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import ssl
 import threading
 import time
 import weakref
@@ -16,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from pydantic import SecretStr
@@ -129,7 +132,7 @@ class InfinityClient:
             rerank_batch_size, "rerank_batch_size", MAX_ITEMS_PER_REQUEST
         )
         self.max_concurrency = check_positive_int(max_concurrency, "max_concurrency")
-        self.verify = verify
+        self.verify = _tls_verify(verify)
         self._root_url = server_root(self.base_url)
         self._headers = {"Accept": "application/json", **(headers or {})}
         if self.api_key is not None:
@@ -151,7 +154,7 @@ class InfinityClient:
 
     def __repr__(self) -> str:
         key = "'**********'" if self.api_key is not None else "None"
-        return f"InfinityClient(base_url={self.base_url!r}, api_key={key})"
+        return f"InfinityClient(base_url={_masked(self.base_url)!r}, api_key={key})"
 
     # --- embeddings --------------------------------------------------------------------------
 
@@ -547,31 +550,51 @@ class InfinityClient:
 
     def _send(self, call: protocol.Call[T]) -> T:
         url = self._url(call)
+        shown = _masked(url)
         started = time.perf_counter()
         try:
             response = self._http().request(
                 call.method, url, json=call.body, headers=self._headers, timeout=self.timeout
             )
         except httpx.TimeoutException as exc:
-            raise _timeout_error(url, exc) from exc
+            raise _timeout_error(shown, exc, self.timeout) from exc
         except httpx.TransportError as exc:
-            raise _connection_error(url, exc) from exc
+            raise _connection_error(shown, exc) from exc
         _log_response(call, response, time.perf_counter() - started)
-        return protocol.read_response(call, response.status_code, response.content, url)
+        return protocol.read_response(
+            call,
+            response.status_code,
+            self._without_key(response.status_code, response.content),
+            shown,
+            retry_after=response.headers.get("retry-after"),
+        )
 
     async def _asend(self, call: protocol.Call[T]) -> T:
         url = self._url(call)
+        shown = _masked(url)
         started = time.perf_counter()
         try:
             response = await self._async_http().request(
                 call.method, url, json=call.body, headers=self._headers, timeout=self.timeout
             )
         except httpx.TimeoutException as exc:
-            raise _timeout_error(url, exc) from exc
+            raise _timeout_error(shown, exc, self.timeout) from exc
         except httpx.TransportError as exc:
-            raise _connection_error(url, exc) from exc
+            raise _connection_error(shown, exc) from exc
         _log_response(call, response, time.perf_counter() - started)
-        return protocol.read_response(call, response.status_code, response.content, url)
+        return protocol.read_response(
+            call,
+            response.status_code,
+            self._without_key(response.status_code, response.content),
+            shown,
+            retry_after=response.headers.get("retry-after"),
+        )
+
+    def _without_key(self, status_code: int, content: bytes) -> bytes:
+        """An error body with our own key masked (a proxy may echo the request's headers)."""
+        if status_code < 300 or self.api_key is None:
+            return content
+        return content.replace(self.api_key.get_secret_value().encode(), b"**********")
 
     def _url(self, call: protocol.Call[Any]) -> str:
         return (self._root_url if call.outside_prefix else self.base_url) + call.route
@@ -639,15 +662,55 @@ def _media(items: Sequence[MediaInput], modality: Literal["image", "audio"]) -> 
     return [to_media_uri(item, i, modality) for i, item in enumerate(items)]
 
 
-def _timeout_error(url: str, exc: httpx.TimeoutException) -> InfinityTimeoutError:
+def _tls_verify(verify: Any) -> Any:
+    """A CA bundle path (str or os.PathLike, file or folder) as an SSLContext: httpx 0.28
+    deprecates ``verify=<str>`` and does not take a Path."""
+    if isinstance(verify, str | os.PathLike):
+        path = os.fspath(verify)
+        if os.path.isdir(path):
+            return ssl.create_default_context(capath=path)
+        return ssl.create_default_context(cafile=path)
+    return verify
+
+
+def _masked(url: str) -> str:
+    """``url`` with any password replaced, as httpx shows URLs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":[secure]@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _timeout_error(
+    url: str, exc: httpx.TimeoutException, timeout: float | httpx.Timeout | None
+) -> InfinityTimeoutError:
     kind = type(exc).__name__
-    return InfinityTimeoutError(f"{kind}: no answer from {url} within the timeout", url=url)
+    limit = f" ({timeout:g} s)" if isinstance(timeout, int | float) else ""
+    return InfinityTimeoutError(f"{kind}: no answer from {url} within the timeout{limit}", url=url)
+
+
+def _cause_chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def _connection_error(url: str, exc: httpx.TransportError) -> InfinityConnectionError:
-    return InfinityConnectionError(
-        f"cannot reach the Infinity server at {url}: {type(exc).__name__}: {exc}", url=url
+    chain = _cause_chain(exc)
+    # httpx's async ReadError on a reset connection has an empty message: name the cause.
+    cause = next((e for e in chain if str(e)), None)
+    reason = str(exc) if cause is exc else f"{type(cause).__name__}: {cause}" if cause else ""
+    error = InfinityConnectionError(
+        f"cannot reach the Infinity server at {url}: {type(exc).__name__}: {reason}",
+        url=url,
     )
+    if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain):
+        error.retryable = False  # the certificate will be refused the same way every time
+    return error
 
 
 def _raise_if_not_ready_by(deadline: float, timeout: float, error: Exception, url: str) -> None:

@@ -59,6 +59,8 @@ class InfinityAPIError(InfinityError):
     ) -> None:
         self.message = message
         self.status_code = status_code
+        #: Seconds the server asked to wait (``Retry-After``), if it said.
+        self.retry_after: float | None = None
         self.url = url
         self.code = code
         where = f" from {url}" if url else ""

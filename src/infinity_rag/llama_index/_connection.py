@@ -16,6 +16,7 @@ from llama_index.core.bridge.pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    field_validator,
     model_validator,
 )
 
@@ -104,6 +105,12 @@ class InfinityConnection(BaseModel):
     )
 
     _client: InfinityClient = PrivateAttr()
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        # A field validator, so that a bad URL's error carries only the URL, never the key.
+        return None if value is None else resolve_base_url(value)
 
     @model_validator(mode="after")
     def _connect(self) -> Self:

@@ -12,7 +12,7 @@ from llama_index.core.embeddings import MultiModalEmbedding
 from llama_index.core.schema import ImageType
 
 from infinity_rag._config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY
-from infinity_rag._inputs import MediaInput
+from infinity_rag._inputs import MediaInput, check_texts
 from infinity_rag.llama_index._connection import InfinityConnection
 
 __all__ = ["DEFAULT_EMBED_BATCH_SIZE", "InfinityEmbedding"]
@@ -98,6 +98,19 @@ class InfinityEmbedding(InfinityConnection, MultiModalEmbedding):
         }
 
     # --- text --------------------------------------------------------------------------------
+
+    def get_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        # Core's loop would embed a lone string character by character: refuse it first.
+        check_texts(texts)
+        return super().get_text_embedding_batch(texts, show_progress, **kwargs)
+
+    async def aget_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        check_texts(texts)
+        return await super().aget_text_embedding_batch(texts, show_progress, **kwargs)
 
     def _get_query_embedding(self, query: str) -> Embedding:
         return self._embed([query], self.query_instruction)[0]
