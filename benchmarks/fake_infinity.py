@@ -1,0 +1,231 @@
+"""A stand-in Infinity server for scenario A: Infinity's exact answers at near-zero compute.
+
+Stdlib only (asyncio HTTP/1.1 with keep-alive, Content-Length and chunked request bodies), so
+that any venv can run it. It answers ``POST /embeddings`` (also under ``/v1``) in the exact
+format ``infinity-emb`` 0.0.78 serves (compact JSON: ``object``, ``data`` items with
+``object``/``embedding``/``index``, ``model``, ``usage``, ``id``, ``created``; base64 is
+little-endian float32), ``POST /rerank``, ``GET /health`` and ``GET /models``.
+
+Bodies are built from a fixed pool of random unit vectors and cached per (dimension, format,
+count), so after the first request of a size the server only parses the request's JSON and
+writes bytes it already has. The vector dimension comes from the model name: a name ending in
+``-1024`` (e.g. ``fake-1024``) gets 1024 dimensions, anything else 384.
+
+Run: ``python fake_infinity.py --port P`` (prints ``READY <port>`` once it listens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import random
+import struct
+import time
+import uuid
+
+POOL = 64  # distinct vectors per dimension; item i uses vector i % POOL
+_VECTORS: dict[int, list[list[float]]] = {}
+_ITEMS: dict[tuple[int, str], list[bytes]] = {}
+_BODIES: dict[tuple[int, str, int, str], bytes] = {}
+
+
+def _vectors(dim: int) -> list[list[float]]:
+    if dim not in _VECTORS:
+        rng = random.Random(dim)
+        pool = []
+        for _ in range(POOL):
+            raw = [rng.gauss(0.0, 1.0) for _ in range(dim)]
+            norm = sum(x * x for x in raw) ** 0.5
+            # Round through float32 so that the JSON floats look like Infinity's (orjson
+            # writes the float32 value widened to float64, shortest repr).
+            packed = struct.pack(f"<{dim}f", *(x / norm for x in raw))
+            pool.append(list(struct.unpack(f"<{dim}f", packed)))
+        _VECTORS[dim] = pool
+    return _VECTORS[dim]
+
+
+def _items(dim: int, fmt: str) -> list[bytes]:
+    key = (dim, fmt)
+    if key not in _ITEMS:
+        items = []
+        for vector in _vectors(dim):
+            if fmt == "base64":
+                value = '"' + base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode() + '"'
+            else:
+                value = json.dumps(vector, separators=(",", ":"))
+            items.append(('{"object":"embedding","embedding":' + value + ',"index":').encode())
+        _ITEMS[key] = items
+    return _ITEMS[key]
+
+
+def embedding_body(dim: int, fmt: str, count: int, model: str) -> bytes:
+    key = (dim, fmt, count, model)
+    body = _BODIES.get(key)
+    if body is None:
+        items = _items(dim, fmt)
+        data = b",".join(items[i % POOL] + str(i).encode() + b"}" for i in range(count))
+        tail = json.dumps(
+            {
+                "model": model,
+                "usage": {"prompt_tokens": 50 * count, "total_tokens": 50 * count},
+                "id": f"infinity-{uuid.uuid4()}",
+                "created": int(time.time()),
+            },
+            separators=(",", ":"),
+        )
+        body = b'{"object":"list","data":[' + data + b"]," + tail[1:].encode()
+        if len(_BODIES) > 256:
+            _BODIES.clear()
+        _BODIES[key] = body
+    return body
+
+
+def rerank_body(count: int, model: str, top_n: int | None, documents: list[str] | None) -> bytes:
+    rng = random.Random(count)
+    scores = sorted(((rng.random(), i) for i in range(count)), reverse=True)
+    if top_n is not None:
+        scores = scores[:top_n]
+    results = [
+        {
+            "relevance_score": score,
+            "index": i,
+            "document": documents[i] if documents is not None else None,
+        }
+        for score, i in scores
+    ]
+    payload = {
+        "object": "rerank",
+        "results": results,
+        "model": model,
+        "usage": {"prompt_tokens": 50 * count, "total_tokens": 50 * count},
+        "id": f"infinity-{uuid.uuid4()}",
+        "created": int(time.time()),
+    }
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _dim(model: str) -> int:
+    return 1024 if model.endswith("-1024") else 384
+
+
+def _error(status: int, detail: str) -> tuple[int, bytes]:
+    return status, json.dumps({"detail": detail}).encode()
+
+
+def handle(method: str, path: str, body: bytes) -> tuple[int, bytes]:
+    path = path.split("?", 1)[0]
+    if path.startswith("/v1/"):
+        path = path[3:]
+    if method == "GET" and path == "/health":
+        return 200, json.dumps({"unix": time.time()}).encode()
+    if method == "GET" and path == "/models":
+        models = [
+            {"id": name, "object": "model", "owned_by": "infinity", "capabilities": ["embed"]}
+            for name in ("fake-384", "fake-1024")
+        ]
+        return 200, json.dumps({"data": models, "object": "list"}).encode()
+    if method != "POST":
+        return _error(405, "Method Not Allowed")
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return _error(422, "body is not JSON")
+    model = str(request.get("model") or "fake-384")
+    if path == "/embeddings":
+        inputs = request.get("input")
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs or len(inputs) > 2048:
+            return _error(422, "input must be a list of 1..2048 strings")
+        fmt = request.get("encoding_format") or "float"
+        if fmt not in ("float", "base64"):
+            return _error(422, f"bad encoding_format {fmt!r}")
+        return 200, embedding_body(_dim(model), fmt, len(inputs), model)
+    if path == "/rerank":
+        documents = request.get("documents")
+        if not isinstance(documents, list) or not documents or len(documents) > 2048:
+            return _error(422, "documents must be a list of 1..2048 strings")
+        top_n = request.get("top_n")
+        keep = documents if request.get("return_documents") else None
+        return 200, rerank_body(len(documents), model, top_n, keep)
+    return _error(404, "Not Found")
+
+
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 422: "Unprocessable Entity"}
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        parts = []
+        while True:
+            size = int((await reader.readline()).split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(parts)
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+    length = int(headers.get("content-length", "0") or 0)
+    return await reader.readexactly(length) if length else b""
+
+
+async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            request_line = await reader.readline()
+            if not request_line:
+                return
+            if not request_line.strip():
+                continue
+            method, target, version = request_line.decode("latin-1").split(" ", 2)
+            headers: dict[str, str] = {}
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b"\n", b""):
+                    break
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            if headers.get("expect", "").lower() == "100-continue":
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            body = await _read_body(reader, headers)
+            status, payload = handle(method, target, body)
+            close = headers.get("connection", "").lower() == "close" or version.strip() == (
+                "HTTP/1.0"
+            )
+            head = (
+                f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+                f"date: {time.strftime('%a, %d %b %Y %H:%M:%S GMT', time.gmtime())}\r\n"
+                "server: uvicorn\r\n"
+                f"content-length: {len(payload)}\r\n"
+                "content-type: application/json\r\n"
+                f"{'connection: close' + chr(13) + chr(10) if close else ''}\r\n"
+            )
+            writer.write(head.encode("latin-1"))
+            writer.write(payload)
+            await writer.drain()
+            if close:
+                return
+    except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+        return
+    finally:
+        writer.close()
+
+
+async def main(host: str, port: int) -> None:
+    server = await asyncio.start_server(serve_connection, host, port, backlog=256)
+    actual = server.sockets[0].getsockname()[1]
+    print(f"READY {actual}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main(args.host, args.port))
