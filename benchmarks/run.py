@@ -153,7 +153,7 @@ def plan(quick: bool, scenarios: str, patches: list[str]) -> list[Job]:
     if "C" in scenarios:
         jobs += _plan_c(quick, core)
     if "I" in scenarios:
-        jobs += _plan_i(quick)
+        jobs += _plan_i(quick, patches)
     return jobs
 
 
@@ -185,10 +185,8 @@ def _plan_a(quick: bool, core: int, patches: list[str]) -> list[Job]:
                 if client == "litellm" and fmt == "base64":
                     note = "LiteLLM returns the base64 strings: the user decodes them (counted)"
                 jobs.append(Job("A", client, client, cfg, reps, note))
-                if client == "ours" and fmt == "float":
-                    for patch in (
-                        p for p in patches if "A" in PATCH_SCOPE[p]
-                    ):  # proposed client changes, measured side by side
+                if client == "ours" and fmt == "float":  # proposed changes, side by side
+                    for patch in (p for p in patches if "A" in PATCH_SCOPE[p]):
                         patched = dict(cfg, patch=patch)
                         jobs.append(Job("A", f"ours+{patch}", client, patched, reps))
     n_mem = 20_000 if quick else 100_000
@@ -215,14 +213,8 @@ def _plan_b(quick: bool, patches: list[str]) -> list[Job]:
     add("raw b=256 c=1", "raw", 1, batch=256, concurrency=1)
     for batch, limit in ((256, 4), (256, 8), (64, 8), (128, 32)):
         add(f"raw-async b={batch} c={limit}", "raw-async", 1, batch=batch, concurrency=limit)
-    peers = [
-        "lc-community",
-        "lc-community-async",
-        "lc-openai",
-        "litellm",
-        "infclient",
-        "li-openai-like",
-    ]
+    peers = ["lc-community", "lc-community-async", "lc-openai", "litellm", "infclient",
+             "li-openai-like"]  # fmt: skip
     frameworks = ["lc-store/ours", "lc-store/ours-async", "li-index/ours", "li-index/ours-async",
                   "li-index/openai-like"]  # fmt: skip
     for client in peers + frameworks:
@@ -240,16 +232,20 @@ def _plan_c(quick: bool, core: int) -> list[Job]:
     return jobs
 
 
-def _plan_i(quick: bool) -> list[Job]:
+def _plan_i(quick: bool, patches: list[str]) -> list[Job]:
     """Instruction counts under valgrind: CPU cost without the noise of a shared machine."""
     n = 500 if quick else 2_000
     clients = [("noop", "base64"), ("ours", "base64"), ("raw", "base64"),
                ("ours-async", "base64"), ("raw-async", "base64"), ("ours", "float"),
                ("raw", "float"), ("lc-community", "float")]  # fmt: skip
-    return [
+    jobs = [
         Job("I", client, client, {"model": "fake-384", "fmt": fmt, "n": n, "dim": 384}, 1)
         for client, fmt in clients
     ]
+    if "fast-floats" in patches:
+        cfg = {"model": "fake-384", "fmt": "float", "n": n, "dim": 384, "patch": "fast-floats"}
+        jobs.insert(7, Job("I", "ours+fast-floats", "ours", cfg, 1))
+    return jobs
 
 
 # ------------------------------------------------------------------------------ running
@@ -821,6 +817,7 @@ def write_report(
         out += ["> **Quick run** (`--quick`): small sizes, single runs. Not the benchmark.", ""]
     out += [
         *header,
+        f"- **This run**: `run.py {' '.join(sys.argv[1:])}`".replace("run.py `", "run.py`"),
         "",
         "Reproduce: `bash benchmarks/setup.sh && .venv/bin/python benchmarks/run.py` "
         "(see the [README](README.md)). Numbers are medians over the runs shown.",
