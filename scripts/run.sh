@@ -44,7 +44,7 @@ run_tests() {
   echo "== integration tests (real Infinity server, LiteLLM proxy, Qdrant)"
   "$bin/pytest" integration_tests -q -p no:cacheprovider -rs
   echo "== notebooks (executed with nbmake)"
-  "$bin/pytest" --nbmake notebooks -q -p no:cacheprovider
+  "$bin/pytest" --nbmake notebooks -q -p no:cacheprovider --timeout 1800
 }
 
 case "${1:-}" in
