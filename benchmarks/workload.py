@@ -96,13 +96,15 @@ def _patch_fast_floats() -> None:
 
     original = _protocol.read_response
 
-    def read_response(call: Any, status_code: int, content: bytes, url: str) -> Any:
+    def read_response(
+        call: Any, status_code: int, content: bytes, url: str, *args: Any, **kwargs: Any
+    ) -> Any:
         if call.route != "/embeddings" or not 200 <= status_code < 300:
-            return original(call, status_code, content, url)
+            return original(call, status_code, content, url, *args, **kwargs)
         try:
             payload = json.loads(content, parse_int=float)
-        except ValueError:
-            return original(call, status_code, content, url)  # raises the usual error
+        except ValueError:  # raises the usual error
+            return original(call, status_code, content, url, *args, **kwargs)
         if isinstance(payload, dict):
             for item in payload.get("data") or ():
                 index = item.get("index") if isinstance(item, dict) else None
