@@ -815,9 +815,16 @@ def write_report(
     out = ["# Benchmarks: infinity-rag against what a user would otherwise pick", ""]
     if quick:
         out += ["> **Quick run** (`--quick`): small sizes, single runs. Not the benchmark.", ""]
+    load = re.search(r"load average ([\d.]+) at the start, ([\d.]+)", " ".join(header))
+    if load and max(float(load.group(1)), float(load.group(2))) > 1.5:
+        out += [
+            "> **Busy machine**: the load average was above 1.5, so other work shared the two "
+            "cores: CPU-time ratios between close clients moved by up to ±20% from run to run. "
+            "Re-run on a quiet machine before reading verdicts that hinge on a few percent.",
+            "",
+        ]
     out += [
         *header,
-        f"- **This run**: `run.py {' '.join(sys.argv[1:])}`".replace("run.py `", "run.py`"),
         "",
         "Reproduce: `bash benchmarks/setup.sh && .venv/bin/python benchmarks/run.py` "
         "(see the [README](README.md)). Numbers are medians over the runs shown.",
@@ -851,6 +858,11 @@ def main() -> int:
     parser.add_argument("--profile-dir", type=Path, default=None, help="cProfile every run")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
     parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the Markdown report from the JSON of an earlier run (no measuring)",
+    )
+    parser.add_argument(
         "--patch",
         action="append",
         default=[],
@@ -870,6 +882,12 @@ def main() -> int:
             return 2
     out_md = args.out or BENCH / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
     out_json = out_md.with_suffix(".json")
+    if args.report_only:
+        saved = json.loads(out_json.read_text())
+        jobs = [Job(**entry) for entry in saved["jobs"]]
+        write_report(out_md, jobs, saved["header"], args.quick, saved["notes"], saved["best_raw"])
+        print(f"rewrote {out_md} from {out_json}")
+        return 0
     if args.profile_dir:
         args.profile_dir.mkdir(parents=True, exist_ok=True)
     started, load, t0 = dt.datetime.now(dt.UTC), os.getloadavg()[0], time.monotonic()
@@ -879,8 +897,12 @@ def main() -> int:
     notes: list[str] = []
     state = {"best_raw": ""}
 
+    header: list[str] = []
+
     def save() -> None:
-        out_json.write_text(json.dumps([asdict(j) for j in jobs], indent=1))
+        saved = {"header": header, "notes": notes, "best_raw": state["best_raw"]}
+        saved["jobs"] = [asdict(j) for j in jobs]
+        out_json.write_text(json.dumps(saved, indent=1))
 
     runner = Runner(args.timeout, args.profile_dir, save)
     print(f"{len(jobs)} configurations, about {sum(j.reps for j in jobs)} runs; load {load:.2f}")
@@ -921,12 +943,15 @@ def main() -> int:
     finally:
         elapsed = time.monotonic() - t0
         notes.append(f"- The whole run took {elapsed / 60:.1f} min.")
+        header[:] = [*machine_info(started, load), f"- **This run**: `{_command()}`"]
         save()
-        write_report(
-            out_md, jobs, machine_info(started, load), args.quick, notes, state["best_raw"]
-        )
+        write_report(out_md, jobs, header, args.quick, notes, state["best_raw"])
         print(f"wrote {out_md} and {out_json} ({elapsed / 60:.1f} min)")
     return 0
+
+
+def _command() -> str:
+    return " ".join(["benchmarks/run.py", *sys.argv[1:]])
 
 
 if __name__ == "__main__":
