@@ -89,7 +89,7 @@ UNSUPPORTED = {
     "infclient": "n/a: its parser raises `TypeError` on base64 answers",
 }
 #: where a proposed client change (workload.PATCHES) is measured: A's float cells, B
-PATCH_SCOPE = {"fast-floats": "A", "sorted-chunks": "B"}
+PATCH_SCOPE = {"sorted-chunks": "B"}
 WORDS = 20  # words per passage / document in B and C (~30 MiniLM tokens)
 
 
@@ -242,9 +242,6 @@ def _plan_i(quick: bool, patches: list[str]) -> list[Job]:
         Job("I", client, client, {"model": "fake-384", "fmt": fmt, "n": n, "dim": 384}, 1)
         for client, fmt in clients
     ]
-    if "fast-floats" in patches:
-        cfg = {"model": "fake-384", "fmt": "float", "n": n, "dim": 384, "patch": "fast-floats"}
-        jobs.insert(7, Job("I", "ours+fast-floats", "ours", cfg, 1))
     return jobs
 
 
@@ -867,8 +864,8 @@ def main() -> int:
         action="append",
         default=[],
         choices=sorted(PATCH_SCOPE),
-        help="also measure ours with a proposed change monkeypatched in (fast-floats: in A's "
-        "float cells; sorted-chunks: in B); repeatable",
+        help="also measure ours with a proposed change monkeypatched in (sorted-chunks: in B); "
+        "repeatable",
     )
     args = parser.parse_args()
 

@@ -87,52 +87,8 @@ def _patch_sorted_chunks() -> None:
     _protocol.plan_embed = plan_embed
 
 
-def _patch_fast_floats() -> None:
-    """JSON-float answers: let the decoder make floats of integers (``parse_int=float``) instead
-    of a Python ``float(x)`` pass over every number (``_protocol._floats``), check the numbers
-    with ``sum()`` at C speed, and turn ``index`` and ``usage`` back into ints."""
-    from infinity_rag import _protocol
-    from infinity_rag.errors import InvalidResponseError
-
-    original = _protocol.read_response
-
-    def read_response(
-        call: Any, status_code: int, content: bytes, url: str, *args: Any, **kwargs: Any
-    ) -> Any:
-        if call.route != "/embeddings" or not 200 <= status_code < 300:
-            return original(call, status_code, content, url, *args, **kwargs)
-        try:
-            payload = json.loads(content, parse_int=float)
-        except ValueError:  # raises the usual error
-            return original(call, status_code, content, url, *args, **kwargs)
-        if isinstance(payload, dict):
-            for item in payload.get("data") or ():
-                index = item.get("index") if isinstance(item, dict) else None
-                if type(index) is float and index.is_integer():
-                    item["index"] = int(index)
-            usage = payload.get("usage")
-            if isinstance(usage, dict):
-                for key, value in usage.items():
-                    if type(value) is float and value.is_integer():
-                        usage[key] = int(value)
-        return call.parse(payload)
-
-    def floats(values: list[Any], index: int) -> list[float]:
-        try:
-            sum(values)  # every item a number, checked at C speed (ints are floats already)
-        except TypeError:
-            raise InvalidResponseError(
-                f"embedding {index} holds a value that is not a number"
-            ) from None
-        return values
-
-    _protocol.read_response = read_response
-    _protocol._floats = floats
-
-
 PATCHES: dict[str, Callable[[], None]] = {
     "sorted-chunks": _patch_sorted_chunks,
-    "fast-floats": _patch_fast_floats,
 }
 
 

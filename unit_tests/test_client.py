@@ -244,6 +244,39 @@ def test_non_json_success_is_an_invalid_response() -> None:
         client.embed(["a"])
 
 
+def _answer(content: bytes) -> InfinityClient:
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=content))
+    return InfinityClient(base_url=FAKE_URL, http_client=httpx.Client(transport=transport))
+
+
+def test_json_integers_in_a_float_answer_become_floats_and_index_usage_stay_ints() -> None:
+    # A proxy re-serialising JSON may write 0.0 as 0 and an index as 1.0.
+    content = (
+        b'{"data": [{"embedding": [1, 0.5], "index": 1.0}, {"embedding": [0, -2], "index": 0}],'
+        b' "model": "m", "usage": {"prompt_tokens": 7, "total_tokens": 7.0}}'
+    )
+    result = _answer(content).embed(["a", "b"], encoding_format="float")
+    assert result.embeddings == [[0.0, -2.0], [1.0, 0.5]]
+    assert all(type(x) is float for vector in result.embeddings for x in vector)
+    assert (result.usage.prompt_tokens, result.usage.total_tokens) == (7, 7)
+    assert type(result.usage.total_tokens) is int
+
+
+@pytest.mark.parametrize("value", [b'"0.5"', b"null", b"[0.5]", b"{}"])
+def test_a_vector_value_that_is_not_a_number_is_an_invalid_response(value: bytes) -> None:
+    content = b'{"data": [{"embedding": [0.25, ' + value + b'], "index": 0}]}'
+    with pytest.raises(
+        InvalidResponseError, match="embedding 0 holds a value that is not a number"
+    ):
+        _answer(content).embed(["a"], encoding_format="float")
+
+
+def test_a_fractional_index_is_an_invalid_response() -> None:
+    content = b'{"data": [{"embedding": [0.25], "index": 0.5}]}'
+    with pytest.raises(InvalidResponseError, match=r"index 0\.5"):
+        _answer(content).embed(["a"], encoding_format="float")
+
+
 # --- images and audio ------------------------------------------------------------------------
 
 

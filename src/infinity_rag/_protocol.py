@@ -51,6 +51,8 @@ class Call(Generic[T]):
 
     ``items`` is how many inputs the request carries (for progress reporting).
     ``outside_prefix`` marks routes served at the server's root (``/health``).
+    ``ints_as_floats`` has the JSON decoder make floats of integers: an answer made of
+    numbers (embeddings) is then ready without a Python pass over every value.
     """
 
     method: Literal["GET", "POST"]
@@ -59,6 +61,7 @@ class Call(Generic[T]):
     parse: Callable[[JSON], T]
     items: int = 0
     outside_prefix: bool = False
+    ints_as_floats: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +143,7 @@ def plan_embed(
                 body,
                 _embedding_parser(stop - start, dimensions),
                 items=stop - start,
+                ints_as_floats=True,
             )
         )
 
@@ -159,7 +163,7 @@ def _embedding_parser(expected: int, dimensions: int | None) -> Callable[[JSON],
             )
         vectors: list[list[float] | None] = [None] * expected
         for position, item in enumerate(data):
-            index = item.get("index", position) if isinstance(item, dict) else None
+            index = _integer(item.get("index", position)) if isinstance(item, dict) else None
             embedding = item.get("embedding") if isinstance(item, dict) else None
             if not isinstance(index, int) or not 0 <= index < expected:
                 raise InvalidResponseError(
@@ -193,13 +197,24 @@ def _embedding_parser(expected: int, dimensions: int | None) -> Callable[[JSON],
 
 
 def _floats(values: list[Any], index: int) -> list[float]:
-    # JSON may carry 0 for 0.0 (a proxy re-serialising it); plain floats are promised.
+    # The answer was decoded with ints_as_floats, so a number here is already a float (a proxy
+    # re-serialising 0.0 as 0 included). sum() checks that every value is a number at C speed;
+    # a Python float() per value made JSON-float answers 10% slower than other clients'
+    # (benchmarks/RESULTS.md, scenario A).
     try:
-        return [float(x) for x in values]
-    except (TypeError, ValueError):
+        sum(values)
+    except TypeError:
         raise InvalidResponseError(
             f"embedding {index} holds a value that is not a number"
         ) from None
+    return values
+
+
+def _integer(value: Any) -> Any:
+    """An integral float (from an ``ints_as_floats`` decode) back to an int; else unchanged."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
 
 
 # --- rerank ----------------------------------------------------------------------------------
@@ -395,8 +410,8 @@ def parse_usage(payload: JSON) -> Usage:
     usage = payload.get("usage") if isinstance(payload, dict) else None
     if not isinstance(usage, dict):
         return Usage()
-    prompt = usage.get("prompt_tokens")
-    total = usage.get("total_tokens", prompt)
+    prompt = _integer(usage.get("prompt_tokens"))
+    total = _integer(usage.get("total_tokens", prompt))
     return Usage(prompt if isinstance(prompt, int) else 0, total if isinstance(total, int) else 0)
 
 
@@ -433,7 +448,9 @@ def read_response(
         error.retry_after = parse_retry_after(retry_after)
         raise error
     try:
-        payload = json.loads(content)
+        payload = (
+            json.loads(content, parse_int=float) if call.ints_as_floats else json.loads(content)
+        )
     except ValueError:
         raise InvalidResponseError(
             f"HTTP {status_code} from {url} is not JSON: {_short(content.decode(errors='replace'))}"
