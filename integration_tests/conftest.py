@@ -9,10 +9,13 @@ serve the same model names.
 from __future__ import annotations
 
 import os
+import struct
 import sys
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -21,6 +24,9 @@ from infinity_rag import InfinityClient
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from local_infinity import LocalInfinityServer
+
+if TYPE_CHECKING:
+    from llama_index.core.instrumentation.events import BaseEvent
 
 
 @dataclass(frozen=True)
@@ -59,3 +65,41 @@ def client(infinity_server: ServerInfo) -> Iterator[InfinityClient]:
 async def aclient(infinity_server: ServerInfo) -> AsyncIterator[InfinityClient]:
     async with InfinityClient(base_url=infinity_server.url, api_key=infinity_server.api_key) as c:
         yield c
+
+
+@pytest.fixture
+def events() -> Iterator[list[BaseEvent]]:
+    """LlamaIndex instrumentation events dispatched during the test, in order."""
+    from unit_tests.llama_index_events import collect_events
+
+    with collect_events() as collected:
+        yield collected
+
+
+@pytest.fixture(scope="module")
+def clip_server(infinity_server: ServerInfo) -> Iterator[ServerInfo]:
+    """The session server if it serves ``clip``, else a server of its own (about 10 s)."""
+    with InfinityClient(base_url=infinity_server.url, api_key=infinity_server.api_key) as client:
+        served = {model.id for model in client.models()}
+    if "clip" in served:
+        yield infinity_server
+        return
+    with LocalInfinityServer(["clip"]) as server:
+        yield ServerInfo(url=server.url, api_key=server.api_key)
+
+
+def png(rgb: tuple[int, int, int], size: int = 32) -> bytes:
+    """A solid-colour RGB PNG, written with the standard library."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    rows = b"".join(b"\x00" + bytes(rgb) * size for _ in range(size))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import base64
 import math
-import struct
-import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from langchain_tests.integration_tests import EmbeddingsIntegrationTests
-from local_infinity import LocalInfinityServer
 
-from infinity_rag import InfinityClient
 from infinity_rag.langchain import InfinityEmbeddings
-from integration_tests.conftest import ServerInfo
+from integration_tests.conftest import ServerInfo, png
 
 
 def _cosine(a: list[float], b: list[float]) -> float:
@@ -156,39 +151,10 @@ def test_progress_bar_over_a_real_ingestion(
 # --- images (CLIP) ---------------------------------------------------------------------------
 
 
-def _png(rgb: tuple[int, int, int], size: int = 32) -> bytes:
-    """A solid-colour RGB PNG, written with the standard library."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
-    rows = b"".join(b"\x00" + bytes(rgb) * size for _ in range(size))
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
-
-
-@pytest.fixture(scope="module")
-def clip_server(infinity_server: ServerInfo) -> Iterator[ServerInfo]:
-    """The session server if it serves ``clip``, else a server of its own (about 10 s)."""
-    with InfinityClient(base_url=infinity_server.url, api_key=infinity_server.api_key) as client:
-        served = {model.id for model in client.models()}
-    if "clip" in served:
-        yield infinity_server
-        return
-    with LocalInfinityServer(["clip"]) as server:
-        yield ServerInfo(url=server.url, api_key=server.api_key)
-
-
 def test_embed_image_from_paths_bytes_and_data_uris(
     clip_server: ServerInfo, tmp_path: Path
 ) -> None:
-    red, blue = _png((255, 0, 0)), _png((0, 0, 255))
+    red, blue = png((255, 0, 0)), png((0, 0, 255))
     red_path = tmp_path / "red.png"
     red_path.write_bytes(red)
     red_uri = "data:image/png;base64," + base64.b64encode(red).decode()
@@ -206,7 +172,7 @@ def test_embed_image_from_paths_bytes_and_data_uris(
 
 async def test_aembed_image_matches_embed_image(clip_server: ServerInfo) -> None:
     clip = _embeddings(clip_server, model="clip")
-    images = [_png((0, 200, 0)), _png((10, 10, 10))]
+    images = [png((0, 200, 0)), png((10, 10, 10))]
 
     sync_vectors = clip.embed_image(images)
     async_vectors = await clip.aembed_image(images)

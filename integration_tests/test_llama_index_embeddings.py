@@ -8,17 +8,12 @@ from __future__ import annotations
 import io
 import math
 import socket
-import struct
-import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from llama_index.core import Document, StorageContext, VectorStoreIndex
 from llama_index.core.ingestion import IngestionPipeline
-from llama_index.core.instrumentation import get_dispatcher
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.embedding import (
     EmbeddingEndEvent,
@@ -26,17 +21,15 @@ from llama_index.core.instrumentation.events.embedding import (
 )
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.vector_stores.qdrant import QdrantVectorStore
-from local_infinity import LocalInfinityServer
 from qdrant_client import AsyncQdrantClient, QdrantClient
 
 from infinity_rag import (
     AuthenticationError,
-    InfinityClient,
     InfinityConnectionError,
     ModelNotFoundError,
 )
 from infinity_rag.llama_index import InfinityEmbedding
-from integration_tests.conftest import ServerInfo
+from integration_tests.conftest import ServerInfo, png
 
 # Qdrant's local mode says its payload indexes are no-ops; that is not what is tested here.
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
@@ -78,26 +71,6 @@ def close(a: list[float], b: list[float], tol: float = 1e-4) -> bool:
     return len(a) == len(b) and all(
         math.isclose(x, y, abs_tol=tol) for x, y in zip(a, b, strict=True)
     )
-
-
-class EventCollector(BaseEventHandler):
-    events: list[BaseEvent] = []
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "EventCollector"
-
-    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
-        self.events.append(event)
-
-
-@pytest.fixture
-def events() -> Iterator[list[BaseEvent]]:
-    collector = EventCollector(events=[])
-    root = get_dispatcher()
-    root.add_event_handler(collector)
-    yield collector.events
-    root.event_handlers.remove(collector)
 
 
 # --- the embedder --------------------------------------------------------------------------
@@ -233,35 +206,6 @@ def test_storage_context_index_then_insert(infinity_server: ServerInfo) -> None:
 
 
 # --- images (CLIP) -------------------------------------------------------------------------
-
-
-def png(rgb: tuple[int, int, int], size: int = 32) -> bytes:
-    """A solid-colour RGB PNG, written with the standard library."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
-    rows = b"".join(b"\x00" + bytes(rgb) * size for _ in range(size))
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
-
-
-@pytest.fixture(scope="module")
-def clip_server(infinity_server: ServerInfo) -> Iterator[ServerInfo]:
-    """The session server if it serves ``clip``, else a server of its own (about 10 s)."""
-    with InfinityClient(base_url=infinity_server.url, api_key=infinity_server.api_key) as client:
-        served = {model.id for model in client.models()}
-    if "clip" in served:
-        yield infinity_server
-        return
-    with LocalInfinityServer(["clip"]) as server:
-        yield ServerInfo(url=server.url, api_key=server.api_key)
 
 
 async def test_image_embeddings_from_paths_and_bytesio(

@@ -14,8 +14,6 @@ from typing import Any
 import pytest
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload, LlamaDebugHandler
-from llama_index.core.instrumentation import get_dispatcher
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.embedding import EmbeddingEndEvent
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
@@ -65,26 +63,6 @@ def index(infinity_server: ServerInfo, shared: InfinityClient) -> VectorStoreInd
 
 def rerank_with(server: ServerInfo, client: InfinityClient, **kwargs: Any) -> InfinityRerank:
     return InfinityRerank(**{"model": server.rerank_model, "client": client, **kwargs})
-
-
-class EventCollector(BaseEventHandler):
-    events: list[BaseEvent] = []
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "EventCollector"
-
-    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
-        self.events.append(event)
-
-
-@pytest.fixture
-def events() -> Iterator[list[BaseEvent]]:
-    collector = EventCollector(events=[])
-    root = get_dispatcher()
-    root.add_event_handler(collector)
-    yield collector.events
-    root.event_handlers.remove(collector)
 
 
 def assert_reranked(result: list[NodeWithScore], retrieved: list[NodeWithScore], n: int) -> None:

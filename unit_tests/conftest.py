@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from infinity_rag import InfinityClient
 from unit_tests.fake_infinity import FakeInfinity
+
+if TYPE_CHECKING:
+    from llama_index.core.instrumentation.events import BaseEvent
 
 FAKE_URL = "http://infinity.test:7997"
 
@@ -51,3 +55,12 @@ def make_client(fake: FakeInfinity, **kwargs: object) -> InfinityClient:
 def client(fake: FakeInfinity) -> Iterator[InfinityClient]:
     with make_client(fake, batch_size=3, rerank_batch_size=4) as c:
         yield c
+
+
+@pytest.fixture
+def events() -> Iterator[list[BaseEvent]]:
+    """LlamaIndex instrumentation events dispatched during the test, in order."""
+    from unit_tests.llama_index_events import collect_events
+
+    with collect_events() as collected:
+        yield collected

@@ -16,8 +16,6 @@ from typing import Any
 import httpx
 import pytest
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload, LlamaDebugHandler
-from llama_index.core.instrumentation import get_dispatcher
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.embedding import (
     EmbeddingEndEvent,
@@ -38,26 +36,6 @@ from unit_tests.fake_infinity import FakeInfinity, vector_for
 SECRET = "sk-very-secret-key"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
 PNG_URI = "data:image/png;base64," + base64.b64encode(PNG).decode()
-
-
-class EventCollector(BaseEventHandler):
-    events: list[BaseEvent] = []
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "EventCollector"
-
-    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
-        self.events.append(event)
-
-
-@pytest.fixture
-def events() -> Iterator[list[BaseEvent]]:
-    collector = EventCollector(events=[])
-    root = get_dispatcher()
-    root.add_event_handler(collector)
-    yield collector.events
-    root.event_handlers.remove(collector)
 
 
 @pytest.fixture
@@ -308,9 +286,23 @@ def test_an_injected_client_is_used_and_mirrored(fake: FakeInfinity) -> None:
 
 
 def test_client_and_connection_settings_together_are_refused(shared: InfinityClient) -> None:
-    with pytest.raises(ValueError, match="either client or api_key") as error:
+    # The same error as the LangChain classes'.
+    with pytest.raises(TypeError, match=r"^api_key cannot be combined with client=") as error:
         InfinityEmbedding(model_name="embedder", client=shared, api_key=SECRET)
     assert SECRET not in str(error.value)
+    with pytest.raises(TypeError, match=r"^base_url, timeout cannot be combined with client="):
+        InfinityEmbedding(
+            model_name="embedder", client=shared, base_url="http://other:7997", timeout=3.0
+        )
+
+
+def test_none_connection_settings_do_not_conflict_with_an_injected_client(
+    shared: InfinityClient,
+) -> None:
+    embed = InfinityEmbedding(
+        model_name="embedder", client=shared, api_key=None, base_url=None, timeout=None
+    )
+    assert embed._client is shared
 
 
 def test_the_key_is_never_serialized_or_shown(

@@ -11,8 +11,6 @@ from typing import Any
 import httpx
 import pytest
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload, LlamaDebugHandler
-from llama_index.core.instrumentation import get_dispatcher
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
@@ -31,26 +29,6 @@ TEXTS = [
     "the stock market fell today",
     "cats sleep",
 ]
-
-
-class EventCollector(BaseEventHandler):
-    events: list[BaseEvent] = []
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "EventCollector"
-
-    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
-        self.events.append(event)
-
-
-@pytest.fixture
-def events() -> Iterator[list[BaseEvent]]:
-    collector = EventCollector(events=[])
-    root = get_dispatcher()
-    root.add_event_handler(collector)
-    yield collector.events
-    root.event_handlers.remove(collector)
 
 
 @pytest.fixture

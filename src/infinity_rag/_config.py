@@ -51,6 +51,18 @@ def resolve_api_key(api_key: str | SecretStr | None = None) -> SecretStr | None:
     return SecretStr(key) if key else None
 
 
+def settings_clash_with_client(names: list[str]) -> TypeError:
+    """The error for connection settings given next to a shared ``client=`` (both frameworks).
+
+    A TypeError, like any clash of arguments, and not a ValueError: pydantic would wrap that
+    with the arguments (the key among them) attached.
+    """
+    return TypeError(
+        f"{', '.join(names)} cannot be combined with client=: the shared InfinityClient's "
+        "settings apply. Configure them on InfinityClient(...) instead."
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Exponential backoff with jitter for errors that may pass (connection, 429, 5xx)."""

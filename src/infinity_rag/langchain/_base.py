@@ -22,6 +22,7 @@ from infinity_rag._config import (
     DEFAULT_TIMEOUT,
     resolve_api_key,
     resolve_base_url,
+    settings_clash_with_client,
 )
 from infinity_rag.client import InfinityClient
 
@@ -117,11 +118,7 @@ class InfinityBase(Serializable):
             if data.get(name) is not None or data.get(alias) is not None:
                 passed.append(alias)
         if passed:
-            # Not a ValueError: pydantic would wrap it with the arguments (the key) attached.
-            raise TypeError(
-                f"{', '.join(passed)} cannot be combined with client=: the shared "
-                "InfinityClient's settings apply. Configure them on InfinityClient(...) instead."
-            )
+            raise settings_clash_with_client(passed)
         return data
 
     @model_validator(mode="after")

@@ -25,6 +25,7 @@ from infinity_rag._config import (
     DEFAULT_TIMEOUT,
     resolve_api_key,
     resolve_base_url,
+    settings_clash_with_client,
 )
 from infinity_rag.client import InfinityClient
 
@@ -127,12 +128,13 @@ class InfinityConnection(BaseModel):
                 http_async_client=self.async_http_client,
             )
             return self
-        clashing = [name for name in _CLIENT_SETTINGS if name in self.model_fields_set]
+        clashing = [
+            name
+            for name in _CLIENT_SETTINGS
+            if name in self.model_fields_set and getattr(self, name) is not None
+        ]
         if clashing:
-            raise ValueError(
-                f"pass either client or {', '.join(clashing)}, not both: "
-                "an injected InfinityClient already carries its connection settings"
-            )
+            raise settings_clash_with_client(clashing)
         client = self.client
         self._client = client
         self.base_url = client.base_url
