@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -164,6 +165,32 @@ async def test_batches_follow_embed_batch_size_then_the_client_batch_size(
     assert result == [vector_for(t) for t in texts]
     assert sorted(len(body["input"]) for body in fake.bodies) == [2, 2, 2, 3, 3]
     assert "3/3" in capsys.readouterr().err  # the three slices, two at a time
+
+
+async def test_async_batches_are_bounded_by_num_workers() -> None:
+    # LlamaIndex alone starts every slice at once; by default two slices of (here) two
+    # requests each are in flight, never more, and the order of the vectors is kept.
+    in_flight = peak = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return FakeInfinity()._embed(json.loads(request.content), "embedder")
+
+    client = InfinityClient(
+        base_url=FAKE_URL,
+        batch_size=3,
+        max_concurrency=2,
+        http_async_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+    )
+    texts = [f"t{i}" for i in range(60)]  # 10 slices of 6, each 2 requests of 3
+    embed = embedder(client, embed_batch_size=6)
+    assert embed.num_workers == 2
+    assert await embed.aget_text_embedding_batch(texts) == [vector_for(t) for t in texts]
+    assert peak == 4
 
 
 def test_embeds_nodes_as_a_transformation(shared: InfinityClient) -> None:

@@ -15,12 +15,17 @@ from infinity_rag._config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY
 from infinity_rag._inputs import MediaInput, check_texts
 from infinity_rag.llama_index._connection import InfinityConnection
 
-__all__ = ["DEFAULT_EMBED_BATCH_SIZE", "InfinityEmbedding"]
+__all__ = ["DEFAULT_EMBED_BATCH_SIZE", "DEFAULT_NUM_WORKERS", "InfinityEmbedding"]
 
 #: LlamaIndex hands ``_get_text_embeddings`` one ``embed_batch_size`` slice at a time, and the
 #: sync path waits for each slice before the next. A slice of 1024 texts is 4 requests of 256
 #: (the client's batch size) sent 4 at once, so the server's dynamic batching stays busy.
 DEFAULT_EMBED_BATCH_SIZE = DEFAULT_BATCH_SIZE * DEFAULT_MAX_CONCURRENCY
+
+#: LlamaIndex's async path starts every slice at once unless ``num_workers`` is set: 100,000
+#: texts would be ~400 requests queued at the server, the last ones waiting past the read
+#: timeout. Two slices at a time keep the server as busy (8 requests of 256) and the queue short.
+DEFAULT_NUM_WORKERS = 2
 
 
 class InfinityEmbedding(InfinityConnection, MultiModalEmbedding):
@@ -45,7 +50,7 @@ class InfinityEmbedding(InfinityConnection, MultiModalEmbedding):
         embed_batch_size: texts per LlamaIndex batch (default 1024); the client splits each
             batch into requests of its ``batch_size`` (256), ``max_concurrency`` at a time.
         num_workers: async batches in flight at once in ``aget_text_embedding_batch``
-            (LlamaIndex starts them all at once when unset).
+            (default 2; ``None`` is LlamaIndex's own behaviour: all at once).
         extra_body: extra JSON fields for every request.
 
     Use:
@@ -71,6 +76,11 @@ class InfinityEmbedding(InfinityConnection, MultiModalEmbedding):
         gt=0,
         le=2048,
         description="Texts per batch handed to the embedder; the client splits it further.",
+    )
+    num_workers: int | None = Field(
+        default=DEFAULT_NUM_WORKERS,
+        gt=0,
+        description="Async batches in flight at once (None: every batch at once).",
     )
     query_instruction: str | None = Field(
         default=None, description="Prefix added to every query before embedding it."
