@@ -240,8 +240,11 @@ def _plan_i(quick: bool, patches: list[str]) -> list[Job]:
     """Instruction counts under valgrind: CPU cost without the noise of a shared machine."""
     n = 500 if quick else 2_000
     clients = [("noop", "base64"), ("ours", "base64"), ("raw", "base64"),
-               ("ours-async", "base64"), ("raw-async", "base64"), ("ours", "float"),
-               ("raw", "float"), ("lc-community", "float")]  # fmt: skip
+               ("ours-async", "base64"), ("raw-async", "base64"), ("litellm", "base64"),
+               ("ours", "float"), ("raw", "float"), ("ours-async", "float"),
+               ("raw-async", "float"), ("lc-community", "float"),
+               ("lc-community-async", "float"), ("litellm", "float"),
+               ("infclient", "float")]  # fmt: skip
     jobs = [
         Job("I", client, client, {"model": "fake-384", "fmt": fmt, "n": n, "dim": 384}, 1)
         for client, fmt in clients
@@ -756,17 +759,32 @@ def report_i(jobs: list[Job]) -> tuple[list[str], dict[str, tuple[str, str]]]:
         "| client | format | instructions per vector | vs ours | note |",
         "| --- | --- | ---: | ---: | --- |",
     ]
+    worse, better = [], []
     for job in i_jobs:
         if job.client == "noop":
             continue
-        ours = find(jobs, "I", "ours", fmt=job.cfg["fmt"])
-        value = per_vector(job)
+        # async clients against our async call, as in A
+        mine = "ours-async" if job.client.endswith("-async") else "ours"
+        ours = find(jobs, "I", mine, fmt=job.cfg["fmt"])
+        value, base_value = per_vector(job), per_vector(ours)
         out.append(
             f"| {job.desc} | {job.cfg['fmt']} | {num(value, 0)} "
-            f"| {ratio(value, per_vector(ours))} | {job.status()} |"
+            f"| {ratio(value, base_value)} | {job.status()} |"
+        )
+        if job.client.startswith(("ours", "raw")) or value is None or base_value is None:
+            continue
+        (worse if base_value > value else better).append(
+            f"{job.label} ({job.cfg['fmt']}) {base_value / value:.2f}x"
         )
     out.append("")
-    return out, {}
+    if not worse and not better:
+        return out, {}
+    verdict = (
+        "met" if not worse else "missed",
+        "ours / peer, instructions per vector (async peers against ours-async): "
+        + ", ".join(worse + better),
+    )
+    return out, {"A2i": verdict}
 
 
 FINDINGS = [
@@ -795,9 +813,34 @@ FINDINGS = [
     "",
 ]
 
+LIMITS = [
+    "### What limits the targets marked missed",
+    "",
+    "- **Noise before anything else.** The machine is shared with other work: the same "
+    "configuration's time moved by up to ±20% between its runs (the min-max columns), more "
+    "than the 3-5% some targets ask to resolve. The runs are round-robin so that a drift in "
+    "load falls on every client alike, but a median of 3 still moves by several percent.",
+    "- **B and C are the server's time.** Our client's own CPU is about 1% of an ingestion run "
+    "and 0.1% of a 5,000-document rerank (the client CPU columns): our code cannot account for "
+    "a gap larger than that. What remains is how the work reaches the server: it sorts and "
+    "batches what is queued, so more texts in flight can keep it busier. In a separate "
+    "interleaved comparison (5,000 passages, 3 runs each), 2,048 texts in flight (256 x 8 or "
+    "512 x 4) had a ~10% better median than our default 256 x 4, inside the runs' spread "
+    "(19-27 s); `batch_size` and `max_concurrency` are arguments of every class. The defaults "
+    "stay until a quiet machine settles it.",
+    "- **A on JSON floats.** Our float path is json.loads straight into floats and a sum() "
+    "check: it sits at the raw httpx floor. Peers that read bodies with aiohttp "
+    "(langchain-community's async path) or with httpx 0.27 (infinity_client) land on either "
+    "side of it from run to run; the instruction counts (`--scenarios I`, "
+    "[RESULTS-instructions.md](RESULTS-instructions.md)) rank the clients without the noise. "
+    "base64, our default, is 4-5x cheaper than any client's JSON floats.",
+    "",
+]
+
 TARGETS = {
     "A1": "A: our CPU per vector at most 1/3 of langchain-community's",
     "A2": "A: our CPU per vector no more than any peer's",
+    "A2i": "A: our CPU per vector no more than any peer's, counted in instructions",
     "A3": "A: within 1.2x of the raw httpx + base64 floor",
     "A4": "A: peak memory for 100,000 x 384 at most 2x the result",
     "B1": "B: throughput at least 0.97x the best raw-httpx setting",
@@ -841,7 +884,10 @@ def write_report(
         if key in verdicts:
             verdict, detail = verdicts[key]
             out.append(f"| {text} | **{verdict}** | {detail} |")
-    out += ["", *notes, "", *sections, *FINDINGS]
+    out.append("")
+    if any(verdict == "missed" for verdict, _ in verdicts.values()) and not quick:
+        out += LIMITS
+    out += [*notes, "", *sections, *FINDINGS]
     path.write_text("\n".join(out).rstrip() + "\n")
 
 
