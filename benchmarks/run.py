@@ -822,12 +822,10 @@ LIMITS = [
     "load falls on every client alike, but a median of 3 still moves by several percent.",
     "- **B and C are the server's time.** Our client's own CPU is about 1% of an ingestion run "
     "and 0.1% of a 5,000-document rerank (the client CPU columns): our code cannot account for "
-    "a gap larger than that. What remains is how the work reaches the server: it sorts and "
-    "batches what is queued, so more texts in flight can keep it busier. In a separate "
-    "interleaved comparison (5,000 passages, 3 runs each), 2,048 texts in flight (256 x 8 or "
-    "512 x 4) had a ~10% better median than our default 256 x 4, inside the runs' spread "
-    "(19-27 s); `batch_size` and `max_concurrency` are arguments of every class. The defaults "
-    "stay until a quiet machine settles it.",
+    "a gap larger than that. A median of separate runs cannot resolve 3% here; paired rounds "
+    "can (`benchmarks/paired.py`: ours, ours with 8 in flight and the best raw setting back to "
+    "back, the median of the per-round ratios): see [RESULTS-paired.md](RESULTS-paired.md) for "
+    "ours against the floor measured that way.",
     "- **A on JSON floats.** Our float path is json.loads straight into floats and a sum() "
     "check: in instructions (`--scenarios I`, [RESULTS-instructions.md](RESULTS-instructions.md)"
     ", immune to the load) it is within 2% of the raw httpx floor, level with "
