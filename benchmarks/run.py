@@ -823,9 +823,9 @@ LIMITS = [
     "- **B and C are the server's time.** Our client's own CPU is about 1% of an ingestion run "
     "and 0.1% of a 5,000-document rerank (the client CPU columns): our code cannot account for "
     "a gap larger than that. A median of separate runs cannot resolve 3% here; paired rounds "
-    "can (`benchmarks/paired.py`: ours, ours with 8 in flight and the best raw setting back to "
+    "can (`benchmarks/paired.py`: ours, the best raw setting and the two fastest peers back to "
     "back, the median of the per-round ratios): see [RESULTS-paired.md](RESULTS-paired.md) for "
-    "ours against the floor measured that way.",
+    "ours against the floor and those peers measured that way.",
     "- **A on JSON floats.** Our float path is json.loads straight into floats and a sum() "
     "check: in instructions (`--scenarios I`, [RESULTS-instructions.md](RESULTS-instructions.md)"
     ", immune to the load) it is within 2% of the raw httpx floor, level with "
