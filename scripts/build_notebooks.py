@@ -95,6 +95,19 @@ START_SERVER_MD = """
 """
 
 
+def server_cells(*, served: str, models: str, models_expr: str) -> list[nbformat.NotebookNode]:
+    """Every notebook's opening: imports, then a server (the environment's, or one started here).
+
+    ``served``/``models`` describe it in the Markdown; ``models_expr`` is the Python dict of
+    served name -> model that the code cell hands to ``LocalInfinityServer``.
+    """
+    return [
+        code(SETUP),
+        md(START_SERVER_MD.format(served=served, models=models)),
+        code(start_server(models_expr)),
+    ]
+
+
 def start_server(models: str) -> str:
     return f"""
     server = None
@@ -216,15 +229,12 @@ LANGCHAIN: list[nbformat.NotebookNode] = [
         run on a 2-core machine.
         """
     ),
-    code(SETUP),
-    md(
-        START_SERVER_MD.format(
-            served="an embedding model named `minilm` and a reranker named `reranker` (Infinity's "
-            "`--served-model-name`)",
-            models="MiniLM and the distilled reranker",
-        )
+    *server_cells(
+        served="an embedding model named `minilm` and a reranker named `reranker` (Infinity's "
+        "`--served-model-name`)",
+        models="MiniLM and the distilled reranker",
+        models_expr='{EMBED_MODEL: "minilm", RERANK_MODEL: reranker_model_dir()}',
     ),
-    code(start_server('{EMBED_MODEL: "minilm", RERANK_MODEL: reranker_model_dir()}')),
     md(
         """
         ## 2. Load and split the corpus
@@ -428,15 +438,12 @@ LLAMA_INDEX: list[nbformat.NotebookNode] = [
         from a real run on a 2-core machine.
         """
     ),
-    code(SETUP),
-    md(
-        START_SERVER_MD.format(
-            served="an embedding model named `minilm` and a reranker named `reranker` (Infinity's "
-            "`--served-model-name`)",
-            models="MiniLM and the distilled reranker",
-        )
+    *server_cells(
+        served="an embedding model named `minilm` and a reranker named `reranker` (Infinity's "
+        "`--served-model-name`)",
+        models="MiniLM and the distilled reranker",
+        models_expr='{EMBED_MODEL: "minilm", RERANK_MODEL: reranker_model_dir()}',
     ),
-    code(start_server('{EMBED_MODEL: "minilm", RERANK_MODEL: reranker_model_dir()}')),
     md(
         """
         ## 2. The corpus
@@ -658,14 +665,11 @@ INGESTION: list[nbformat.NotebookNode] = [
         than the absolute values, and re-run the notebook on your own hardware and server.
         """
     ),
-    code(SETUP),
-    md(
-        START_SERVER_MD.format(
-            served="an embedding model named `minilm` (Infinity's `--served-model-name`)",
-            models="MiniLM",
-        )
+    *server_cells(
+        served="an embedding model named `minilm` (Infinity's `--served-model-name`)",
+        models="MiniLM",
+        models_expr='{EMBED_MODEL: "minilm"}',
     ),
-    code(start_server('{EMBED_MODEL: "minilm"}')),
     md(
         """
         ## 2. A few thousand chunks, ingested with a progress bar
