@@ -81,8 +81,11 @@ class InfinityClient:
     """A client for an Infinity server (``infinity_emb v2``), sync and async.
 
     One instance holds one pooled ``httpx.Client`` and, per event loop, one
-    ``httpx.AsyncClient``, both made on first use. Share it between threads, tasks and
-    framework classes; close it with ``close()`` / ``aclose()`` or a ``with`` block.
+    ``httpx.AsyncClient`` (closed when its loop shuts down), both made on first use. Share it
+    between threads, tasks and framework classes; close it with ``close()`` / ``aclose()`` or
+    a ``with`` block. Given several URLs (replicas), it sends each request to the least busy
+    one and leaves failed ones out of rotation for a while (see :meth:`replicas`). It
+    pickles, for worker processes, as its settings (the API key included).
 
     Setup:
         ```bash
@@ -92,7 +95,8 @@ class InfinityClient:
         ```
 
     Key init args (all optional, keyword only):
-        base_url: the server's URL including any ``--url-prefix``; defaults to
+        base_url: the server's URL including any ``--url-prefix``, or a list of replicas'
+            URLs (a string may list several, comma-separated); defaults to
             ``INFINITY_API_BASE``, then ``INFINITY_API_URL``, then ``http://localhost:7997``.
         api_key: sent as ``Authorization: Bearer``; defaults to ``INFINITY_API_KEY``.
         timeout: seconds (or an ``httpx.Timeout``) for each request.
@@ -102,7 +106,11 @@ class InfinityClient:
         max_concurrency: requests of one call in flight at once.
         headers: extra headers for every request.
         verify: TLS verification: ``True``, ``False``, a CA bundle path or an ``ssl.SSLContext``.
-        http_client / http_async_client: your own httpx clients (never closed by this one).
+        http_client / http_async_client: your own httpx clients (never closed by this one;
+            a client holding them cannot be pickled).
+        replica_backoff: with several replicas, seconds a failed one is left out of
+            rotation; doubled with each consecutive failure, reset by a success.
+        max_replica_backoff: the longest a failed replica is left out.
 
     Embed:
         ```python
