@@ -7,11 +7,15 @@ done before the clock starts), plus a check of the result's shape.
 It runs in whichever venv holds the client under test (the peers venv, or the infinity_client
 venv), so it imports nothing of the client at module level.
 
-Config keys: ``client`` (a name in ``EMBEDDERS`` or ``RERANKERS``), ``url``, ``model``, ``n``
-(texts or documents), ``fmt`` (``float`` / ``base64``), ``dim`` (expected vector size),
-``batch`` and ``concurrency`` (for the hand-written loops), ``top_n`` (rerank), ``words``
+Config keys: ``client`` (a name in ``EMBEDDERS`` or ``RERANKERS``), ``url`` (for ``ours`` and
+``raw`` also a list of replica URLs), ``model``, ``n`` (texts or documents), ``fmt`` (``float`` /
+``base64``), ``dim`` (expected vector size), ``batch`` and ``concurrency`` (for the hand-written
+loops), ``as_numpy`` (``ours`` and ``raw``: one float32 array), ``top_n`` (rerank), ``words``
 (words per passage), ``seed``, ``tracemalloc`` (measure Python allocations instead of RSS),
 ``profile`` (a path: write cProfile stats of the timed call there).
+
+Besides the process's own CPU, ``machine_cpu`` is the CPU seconds all cores spent busy during
+the call (``/proc/stat``; the server's and any other process's included).
 """
 
 from __future__ import annotations
@@ -107,6 +111,8 @@ def _ours(cfg: dict[str, Any], is_async: bool) -> Embedder:
         options["batch_size"] = cfg["batch"]
     if cfg.get("concurrency"):
         options["max_concurrency"] = cfg["concurrency"]
+    if cfg.get("as_numpy"):
+        options["as_numpy"] = True
     if is_async:
 
         async def acall(texts: list[str]) -> list[list[float]]:
@@ -137,28 +143,52 @@ def _chunks(texts: list[str], size: int) -> list[list[str]]:
 
 
 def _raw_sync(cfg: dict[str, Any]) -> Embedder:
-    """The floor: httpx.Client, a plain loop (threads when concurrency > 1)."""
+    """The floor: httpx.Client, a plain loop (threads when concurrency > 1).
+
+    Several URLs (``url`` a list) take the chunks round-robin. ``as_numpy`` decodes base64
+    with ``np.frombuffer`` into rows of one preallocated ``(n, dim)`` float32 array.
+    """
     import httpx
 
     http = httpx.Client(timeout=600)
-    url = cfg["url"] + "/embeddings"
+    urls = cfg["url"] if isinstance(cfg["url"], list) else [cfg["url"]]
     batch, limit = cfg.get("batch") or 256, cfg.get("concurrency") or 1
 
-    def one(chunk: list[str]) -> list[list[float]]:
+    def post(i: int, chunk: list[str]) -> Any:
         body = {"model": cfg["model"], "input": chunk, "encoding_format": cfg["fmt"]}
-        response = http.post(url, json=body)
+        response = http.post(urls[i % len(urls)] + "/embeddings", json=body)
         response.raise_for_status()
-        return _raw_vectors(response.json())
+        return response.json()
+
+    def each(one: Callable[[int, list[str]], Any], chunks: list[list[str]]) -> list[Any]:
+        if limit <= 1:
+            return [one(i, chunk) for i, chunk in enumerate(chunks)]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(limit) as pool:
+            return list(pool.map(one, range(len(chunks)), chunks))
+
+    if cfg.get("as_numpy"):
+        import base64
+
+        import numpy as np
+
+        def call_numpy(texts: list[str]) -> Any:
+            out = np.empty((len(texts), cfg["dim"]), dtype=np.float32)
+
+            def one(i: int, chunk: list[str]) -> None:
+                rows = out[i * batch : i * batch + len(chunk)]
+                for item in post(i, chunk)["data"]:
+                    raw = base64.b64decode(item["embedding"])
+                    rows[item["index"]] = np.frombuffer(raw, dtype="<f4")
+
+            each(one, _chunks(texts, batch))
+            return out
+
+        return call_numpy, False
 
     def call(texts: list[str]) -> list[list[float]]:
-        chunks = _chunks(texts, batch)
-        if limit <= 1:
-            parts = [one(chunk) for chunk in chunks]
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(limit) as pool:
-                parts = list(pool.map(one, chunks))
+        parts = each(lambda i, chunk: _raw_vectors(post(i, chunk)), _chunks(texts, batch))
         return [vector for part in parts for vector in part]
 
     return call, False
@@ -710,6 +740,17 @@ def _cpu() -> tuple[float, float]:
     return usage.ru_utime, usage.ru_stime
 
 
+def _machine_cpu() -> float | None:
+    """CPU seconds every core has been busy since boot (``/proc/stat``), None off Linux."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def vectors_size(vectors: list[list[float]]) -> int:
     """Bytes the result holds: the outer list, each vector's list and its float objects."""
     size = sys.getsizeof(vectors)
@@ -741,7 +782,7 @@ def _run_embed(cfg: dict[str, Any]) -> dict[str, Any]:
     stats.update(
         n=len(result),
         dim=min(dims) if dims else 0,
-        ok=len(result) == cfg["n"] and (not result or dims == {cfg.get("dim", min(dims))}),
+        ok=len(result) == cfg["n"] and (len(result) == 0 or dims == {cfg.get("dim", min(dims))}),
         result_bytes=vectors_size(result) if cfg.get("result_size") else None,
         setup=setup,
     )
@@ -763,6 +804,7 @@ def _start(cfg: dict[str, Any]) -> dict[str, Any]:
     _reset_hwm()
     state["rss0"] = _rss()
     state["user0"], state["sys0"] = _cpu()
+    state["machine0"] = _machine_cpu()
     state["t0"] = time.perf_counter()
     return state
 
@@ -770,6 +812,7 @@ def _start(cfg: dict[str, Any]) -> dict[str, Any]:
 def _finish(cfg: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     wall = time.perf_counter() - state["t0"]
     user1, sys1 = _cpu()
+    machine1 = _machine_cpu()
     if state.get("profiler") is not None:
         state["profiler"].disable()
         state["profiler"].dump_stats(cfg["profile"])
@@ -781,6 +824,7 @@ def _finish(cfg: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
         "rss_before": state["rss0"],
         "rss_after": _rss(),
         "peak_rss": _hwm(),
+        "machine_cpu": None if machine1 is None else machine1 - state["machine0"],
     }
     stats["peak_delta"] = max(stats["peak_rss"], stats["rss_after"]) - state["rss0"]
     if state["trace"]:
