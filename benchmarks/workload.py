@@ -12,7 +12,7 @@ Config keys: ``client`` (a name in ``EMBEDDERS`` or ``RERANKERS``), ``url`` (for
 ``base64``), ``dim`` (expected vector size), ``batch`` and ``concurrency`` (for the hand-written
 loops), ``as_numpy`` (``ours`` and ``raw``: one float32 array), ``top_n`` (rerank), ``words``
 (words per passage), ``seed``, ``tracemalloc`` (measure Python allocations instead of RSS),
-``profile`` (a path: write cProfile stats of the timed call there).
+``profile`` (a path: write cProfile stats of the timed call there, all threads merged).
 
 Besides the process's own CPU, ``machine_cpu`` is the CPU seconds all cores spent busy during
 the call (``/proc/stat``; the server's and any other process's included).
@@ -789,6 +789,24 @@ def _run_embed(cfg: dict[str, Any]) -> dict[str, Any]:
     return stats
 
 
+def _profile_all_threads() -> list[Any]:
+    """cProfile this thread and every thread started from now on (a client's worker threads):
+    each new thread's first profiling event starts a profiler of its own in that thread."""
+    import cProfile
+    import threading
+
+    profilers = [cProfile.Profile()]
+
+    def start_in_thread(*_: Any) -> None:
+        profiler = cProfile.Profile()
+        profilers.append(profiler)
+        profiler.enable()  # replaces this hook in this thread
+
+    threading.setprofile(start_in_thread)
+    profilers[0].enable()
+    return profilers
+
+
 def _start(cfg: dict[str, Any]) -> dict[str, Any]:
     gc.collect()
     state: dict[str, Any] = {"trace": bool(cfg.get("tracemalloc"))}
@@ -797,10 +815,7 @@ def _start(cfg: dict[str, Any]) -> dict[str, Any]:
 
         tracemalloc.start()
     if cfg.get("profile"):
-        import cProfile
-
-        state["profiler"] = cProfile.Profile()
-        state["profiler"].enable()
+        state["profilers"] = _profile_all_threads()
     _reset_hwm()
     state["rss0"] = _rss()
     state["user0"], state["sys0"] = _cpu()
@@ -813,9 +828,13 @@ def _finish(cfg: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     wall = time.perf_counter() - state["t0"]
     user1, sys1 = _cpu()
     machine1 = _machine_cpu()
-    if state.get("profiler") is not None:
-        state["profiler"].disable()
-        state["profiler"].dump_stats(cfg["profile"])
+    if state.get("profilers") is not None:
+        import pstats
+        import threading
+
+        threading.setprofile(None)  # type: ignore[arg-type]  # (typeshed wants a function)
+        state["profilers"][0].disable()
+        pstats.Stats(*state["profilers"]).dump_stats(cfg["profile"])
     stats = {
         "wall": wall,
         "cpu_user": user1 - state["user0"],
