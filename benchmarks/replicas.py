@@ -301,7 +301,7 @@ def header(started: dt.datetime, load: float) -> list[str]:
         f"{platform.system()} {platform.release()}; 1-min load average {load:.2f} at the start, "
         f"{os.getloadavg()[0]:.2f} at the end (a shared machine)",
         f"- **Python** {python}, httpx {httpx_v}, numpy {numpy_v}; infinity_rag from `{where}` "
-        f"(commit {rev})",
+        f"(benchmarks/ at commit {rev})",
         f"- **This run**: `benchmarks/replicas.py {' '.join(sys.argv[1:])}`".rstrip() + "",
     ]
 

@@ -105,7 +105,10 @@ Embedder = tuple[Callable[[list[str]], Any], bool]
 def _ours(cfg: dict[str, Any], is_async: bool) -> Embedder:
     from infinity_rag import InfinityClient
 
-    client = InfinityClient(base_url=cfg["url"], timeout=600)
+    url = cfg["url"]
+    if isinstance(url, list) and len(url) == 1:
+        url = url[0]  # one replica: the plain one-URL client
+    client = InfinityClient(base_url=url, timeout=600)
     options = {"model": cfg["model"], "encoding_format": cfg["fmt"]}
     if cfg.get("batch"):
         options["batch_size"] = cfg["batch"]
@@ -500,7 +503,10 @@ Reranker = tuple[Callable[[str, list[str]], Any], bool]
 def _rr_ours(cfg: dict[str, Any], is_async: bool) -> Reranker:
     from infinity_rag import InfinityClient
 
-    client = InfinityClient(base_url=cfg["url"], timeout=600)
+    url = cfg["url"]
+    if isinstance(url, list) and len(url) == 1:
+        url = url[0]  # one replica: the plain one-URL client
+    client = InfinityClient(base_url=url, timeout=600)
     options: dict[str, Any] = {"model": cfg["model"], "top_n": cfg["top_n"]}
     if cfg.get("concurrency"):
         options["max_concurrency"] = cfg["concurrency"]
