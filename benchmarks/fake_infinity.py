@@ -19,8 +19,8 @@ has one accelerator that serves one request at a time, in arrival order (a GPU r
 batch after another; a queued request starts when the one before it ends, not when the event
 loop gets round to it). ``GET /stats`` then reports what the replica did (requests, vectors,
 accelerator seconds, seconds queued, how late the loop woke after a batch ended, the
-process's CPU seconds), so that a driver can tell whether the replicas or their own CPU were
-the limit.
+process's CPU seconds and the seconds it waited for a core), so that a driver can tell
+whether the replicas or their own CPU were the limit.
 Without the option (the default) answers are immediate, as before.
 """
 
@@ -151,6 +151,11 @@ class Accelerator:
 
     def stats(self) -> dict[str, float]:
         times = os.times()
+        try:  # seconds the event loop was ready to run but waited for a core (Linux)
+            with open("/proc/thread-self/schedstat") as fh:
+                waited = int(fh.read().split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            waited = 0.0
         return {
             "requests": self.requests,
             "vectors": self.vectors,
@@ -159,6 +164,7 @@ class Accelerator:
             "late_s": self.late,
             "late_max_s": self.late_max,
             "cpu_s": times.user + times.system,
+            "runqueue_wait_s": waited,
             "monotonic": time.monotonic(),
         }
 

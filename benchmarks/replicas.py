@@ -58,7 +58,7 @@ DESCRIPTIONS = {
     "raw": "floor: raw httpx threads, round-robin, base64 -> lists",
     "raw-numpy": "floor: raw httpx threads, round-robin, base64 -> `np.frombuffer`",
 }
-STATS = ("requests", "vectors", "busy_s", "queued_s", "late_s", "cpu_s")
+STATS = ("requests", "vectors", "busy_s", "queued_s", "late_s", "cpu_s", "runqueue_wait_s")
 
 
 def client_has_numpy() -> bool:
@@ -164,10 +164,13 @@ def derived(job: Job, run: dict[str, Any]) -> dict[str, float]:
         "util": sum(r["busy_s"] for r in replicas) / len(replicas) / wall,
         "util_min": min(r["busy_s"] for r in replicas) / wall,
         "client_cores": cpu / wall,
+        # ready to run but waiting for a core: the CPU a busy machine denied the client
+        "client_waiting": run.get("runqueue_wait", 0.0) / wall,
         "per_core": n / cpu if cpu else float("nan"),
         "server_cores": server_cpu / wall,
         "server_ms_per_request": server_cpu / requests * 1000,
         "late_ms": sum(r["late_s"] for r in replicas) / requests * 1000,
+        "server_waiting": sum(r.get("runqueue_wait_s", 0.0) for r in replicas) / wall,
         "machine_cores": float("nan") if machine is None else machine / wall,
         "other_cores": float("nan") if machine is None else (machine - cpu - server_cpu) / wall,
     }
@@ -188,21 +191,33 @@ MACHINE_LIMIT = 0.9  # share of the machine's cores busy at which the cores are 
 
 
 def limit(m: dict[str, float]) -> str:
+    """What held a row back, from its medians."""
     cores = os.cpu_count() or 1
     if m["util"] >= UTIL_LIMIT:
         return "replicas' service time"
-    if m["client_cores"] >= CLIENT_LIMIT:
-        return f"client CPU ({m['client_cores']:.2f} cores)"
+    used, waiting = m["client_cores"], m["client_waiting"]
+    if used + waiting >= CLIENT_LIMIT:
+        if waiting >= 0.1:
+            return (
+                f"client CPU, its share of the cores: it got {used:.2f}, its threads waited "
+                f"{waiting:.2f} s/s for one (other processes held {m['other_cores']:.2f} of "
+                f"the {cores})"
+            )
+        return f"client CPU ({used:.2f} cores)"
     if m["machine_cores"] >= MACHINE_LIMIT * cores:
         return (
-            f"the machine's {cores} cores (client {m['client_cores']:.2f}, replicas "
-            f"{m['server_cores']:.2f}, other processes {m['other_cores']:.2f})"
+            f"the machine's {cores} cores (client {used:.2f}, replicas {m['server_cores']:.2f}, "
+            f"other processes {m['other_cores']:.2f})"
         )
-    return "none saturated: latency in the client (see the notes)"
+    return "none saturated: latency in the client"
+
+
+def capacity(args: argparse.Namespace) -> float:
+    """Vectors per second one replica serves when never idle."""
+    return 256 / (args.service_ms_per_256 / 1000)
 
 
 def report(jobs: list[Job], args: argparse.Namespace, header: list[str], notes: list[str]) -> str:
-    capacity = args.batch / (args.service_ms_per_256 * args.batch / 256 / 1000)
     labels = list(dict.fromkeys(job.label for job in jobs))
     by = {(job.label, job.cfg["replicas"]): job for job in jobs}
     stats = {key: medians(job) for key, job in by.items()}
@@ -212,24 +227,37 @@ def report(jobs: list[Job], args: argparse.Namespace, header: list[str], notes: 
         *header,
         "",
         f"Each replica: `fake_infinity.py --service-ms-per-256 {args.service_ms_per_256:g}` in "
-        f"its own process, one request at a time, so at most {capacity:,.0f} vectors/s a "
+        f"its own process, one request at a time: at most {capacity(args):,.0f} vectors/s a "
         f"replica. Each run: {args.n:,} texts of ~{args.words} words, {args.batch} per request, "
-        f"base64, {args.dim} dimensions, {args.per_replica} x N requests in flight; a fresh "
-        f"interpreter per run, {args.reps} runs of every row, round-robin; medians.",
+        f"base64, {args.dim} dimensions, {args.per_replica} x N requests in flight "
+        f"(`max_concurrency`, and as many threads for the floor); a fresh interpreter per run, "
+        f"{args.reps} runs of every row, round-robin; medians.",
         "",
-        "Columns: **vectors/s** the call's throughput; **x one replica** that over the same "
-        "client's one-replica throughput (the target: at least 0.9 x N); **replicas busy** the "
-        "replicas' accelerator seconds over the call's wall time (1.00: never idle); **client "
-        "cores** its process CPU time (user + system, all threads) over wall time; **vectors per "
-        "client CPU s** the client's cost, the rate one fully used core would give; **replica "
-        "CPU** their event loops' CPU per request and how late they woke up after a batch ended "
-        "(their own CPU would limit if that neared the 20 ms a batch takes); **machine** all "
-        "processes' busy cores during the call (`/proc/stat`), of which **other** not ours "
-        "(other work on the shared machine).",
+        "## Targets",
         "",
-        "| client | N | runs | vectors/s | x one replica | replicas busy | client cores "
-        "| vectors per client CPU s | replica CPU ms/request, late ms | machine cores (other) "
-        "| limited by |",
+        *verdicts(stats, args),
+        "",
+        "## Every row",
+        "",
+        "- **vectors/s**: the call's throughput (min-max over the runs); **x one replica**: over "
+        "the same client's throughput with one replica (the target: at least 0.9 x N).",
+        "- **replicas busy**: the replicas' accelerator seconds over the call's wall time, "
+        "averaged over the replicas (1.00: never idle; at least 0.90 is 0.9 x N replicas' pace).",
+        "- **client cores**: the client process's CPU time (user + system, all threads) over wall "
+        "time, + the seconds per second its threads were ready to run but waited for a core "
+        "(`schedstat`, summed over threads, so several threads queued behind the GIL count "
+        "several times: a sign the machine's other work denied it CPU, not a measure of how "
+        "much). **vectors per client CPU s**: its cost, the rate one core of its own would give.",
+        "- **replicas' CPU**: their processes' CPU per request; how late their event loops woke "
+        "up after a batch ended (their own CPU would limit only if that neared the "
+        f"{args.service_ms_per_256:g} ms a batch takes: the accelerator's clock runs on "
+        "regardless); cores' worth they waited for a core.",
+        "- **machine**: busy cores during the call (`/proc/stat`, all processes); **other**: "
+        "the part that is neither the client nor the replicas (other work on this shared machine).",
+        "",
+        "| client | N | runs | vectors/s | x one replica | replicas busy "
+        "| client cores used + waits | vectors per client CPU s "
+        "| replicas' CPU: ms/request, late ms, waiting | machine (other) | limited by |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for label in labels:
@@ -240,46 +268,53 @@ def report(jobs: list[Job], args: argparse.Namespace, header: list[str], notes: 
                 error = job.runs[0].get("error", "") if job.runs else ""
                 lines.append(f"| {DESCRIPTIONS[label]} | {replicas} | 0 | failed: {error} |||||||")
                 continue
-            scale = m["rate"] / base["rate"] if base else float("nan")
+            rates = [derived(job, run)["rate"] for run in job.ok_runs()]
+            spread = f" ({min(rates):,.0f}-{max(rates):,.0f})" if len(rates) > 1 else ""
+            scale = f"{m['rate'] / base['rate']:.2f}" if base else "-"
             lines.append(
-                f"| {DESCRIPTIONS[label]} | {replicas} | {len(job.ok_runs())} | {m['rate']:,.0f} "
-                f"| {scale:.2f} | {m['util']:.2f} | {m['client_cores']:.2f} | {m['per_core']:,.0f} "
-                f"| {m['server_ms_per_request']:.2f}, {m['late_ms']:.2f} "
+                f"| {DESCRIPTIONS[label]} | {replicas} | {len(rates)} | {m['rate']:,.0f}{spread} "
+                f"| {scale} | {m['util']:.2f} "
+                f"| {m['client_cores']:.2f} + {m['client_waiting']:.2f} | {m['per_core']:,.0f} "
+                f"| {m['server_ms_per_request']:.2f}, {m['late_ms']:.2f}, "
+                f"{m['server_waiting']:.2f} "
                 f"| {m['machine_cores']:.2f} ({m['other_cores']:.2f}) | {limit(m)} |"
             )
-    lines += ["", "## Targets", "", *verdicts(stats, args), "", *notes]
+    lines += ["", *notes]
     return "\n".join(lines).rstrip() + "\n"
 
 
 def verdicts(stats: dict[tuple[str, int], dict[str, float] | None], args: Any) -> list[str]:
+    """Per path of ours: the scaling target row by row, and the client's CPU limit."""
     out = []
-    for label in ("ours", "ours-numpy"):
-        base = stats.get((label, 1))
-        if base is None:
+    for label, floor in (("ours", "raw"), ("ours-numpy", "raw-numpy")):
+        rows = {n: stats.get((label, n)) for n in args.replicas}
+        if not any(rows.values()):
             continue
         parts = []
-        for replicas in args.replicas[1:] if args.replicas[0] == 1 else args.replicas:
-            m = stats.get((label, replicas))
+        base = rows.get(1)
+        for replicas, m in rows.items():
             if m is None:
+                parts.append(f"N={replicas}: failed")
                 continue
-            scale = m["rate"] / base["rate"]
-            if scale >= UTIL_LIMIT * replicas:
-                parts.append(f"N={replicas}: {scale:.2f}x (met)")
-            else:
-                parts.append(f"N={replicas}: {scale:.2f}x, limited by {limit(m)}")
-        top = stats.get((label, max(args.replicas)))
-        raw = stats.get(("raw-numpy" if label.endswith("numpy") else "raw", max(args.replicas)))
-        floor = (
-            f"; the raw floor at N={max(args.replicas)}: {raw['per_core']:,.0f} vectors per CPU s"
+            scale = f"{m['rate'] / base['rate']:.2f}x one replica, " if base else ""
+            verdict = "**met**" if m["util"] >= UTIL_LIMIT else f"limited by {limit(m)}"
+            rate, busy = f"{m['rate']:,.0f}/s", f"{m['util']:.2f}"
+            parts.append(f"N={replicas}: {rate} = {scale}replicas {busy} busy: {verdict}")
+        per_core = [m["per_core"] for m in rows.values() if m]
+        raw = [m["per_core"] for n in args.replicas if (m := stats.get((floor, n)))]
+        cost = statistics.median(per_core)
+        versus = (
+            f"; the {floor} floor {statistics.median(raw):,.0f} (ours "
+            f"{cost / statistics.median(raw):.2f}x its rate)"
             if raw
             else ""
         )
-        out.append(
-            f"- **{label}**: {'; '.join(parts)}. Client CPU limit (vectors per client CPU second "
-            f"at N={max(args.replicas)}): **{top['per_core']:,.0f}**{floor}."
-            if top
-            else f"- **{label}**: {'; '.join(parts)}."
-        )
+        out += [
+            f"- **{label}**: " + "; ".join(parts) + ".",
+            f"  - Client CPU limit: **{cost:,.0f} vectors/s per client core** (median over its "
+            f"rows, {min(per_core):,.0f}-{max(per_core):,.0f}){versus}: one core of its own "
+            f"keeps {cost / capacity(args):.1f} replicas of this pace busy.",
+        ]
     return out
 
 

@@ -15,7 +15,9 @@ loops), ``as_numpy`` (``ours`` and ``raw``: one float32 array), ``top_n`` (reran
 ``profile`` (a path: write cProfile stats of the timed call there, all threads merged).
 
 Besides the process's own CPU, ``machine_cpu`` is the CPU seconds all cores spent busy during
-the call (``/proc/stat``; the server's and any other process's included).
+the call (``/proc/stat``; the server's and any other process's included) and
+``runqueue_wait`` the seconds the client's threads were ready to run but waited for a core
+(``/proc/thread-self/schedstat``, summed over threads): what a busy machine denied it.
 """
 
 from __future__ import annotations
@@ -795,6 +797,45 @@ def _run_embed(cfg: dict[str, Any]) -> dict[str, Any]:
     return stats
 
 
+def _thread_sched() -> tuple[int, int]:
+    """This thread's nanoseconds on a CPU and runnable but waiting for one (Linux), or zeros."""
+    try:
+        with open("/proc/thread-self/schedstat") as fh:
+            on_cpu, waiting = fh.read().split()[:2]
+        return int(on_cpu), int(waiting)
+    except (OSError, ValueError):
+        return 0, 0
+
+
+def _count_thread_waits() -> Callable[[], float]:
+    """Start adding up the seconds this thread, and the threads started from now on, wait
+    runnable for a core (the machine's other work taking it); the returned function stops
+    and gives the total (threads still running then are not counted)."""
+    import threading
+
+    original = threading.Thread.run
+    totals = [0]
+    lock = threading.Lock()
+
+    def run(self: threading.Thread) -> None:
+        before = _thread_sched()[1]
+        try:
+            original(self)
+        finally:
+            waited = _thread_sched()[1] - before
+            with lock:
+                totals[0] += waited
+
+    threading.Thread.run = run  # type: ignore[method-assign]
+    main_before = _thread_sched()[1]
+
+    def stop() -> float:
+        threading.Thread.run = original  # type: ignore[method-assign]
+        return (totals[0] + _thread_sched()[1] - main_before) / 1e9
+
+    return stop
+
+
 def _profile_all_threads() -> list[Any]:
     """cProfile this thread and every thread started from now on (a client's worker threads):
     each new thread's first profiling event starts a profiler of its own in that thread."""
@@ -826,6 +867,7 @@ def _start(cfg: dict[str, Any]) -> dict[str, Any]:
     state["rss0"] = _rss()
     state["user0"], state["sys0"] = _cpu()
     state["machine0"] = _machine_cpu()
+    state["waits"] = _count_thread_waits()
     state["t0"] = time.perf_counter()
     return state
 
@@ -834,6 +876,7 @@ def _finish(cfg: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     wall = time.perf_counter() - state["t0"]
     user1, sys1 = _cpu()
     machine1 = _machine_cpu()
+    waited = state["waits"]()
     if state.get("profilers") is not None:
         import pstats
         import threading
@@ -850,6 +893,7 @@ def _finish(cfg: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
         "rss_after": _rss(),
         "peak_rss": _hwm(),
         "machine_cpu": None if machine1 is None else machine1 - state["machine0"],
+        "runqueue_wait": waited,
     }
     stats["peak_delta"] = max(stats["peak_rss"], stats["rss_after"]) - state["rss0"]
     if state["trace"]:
