@@ -190,13 +190,15 @@ CLIENT_LIMIT = 0.85  # client cores at least this: its CPU is (one Python proces
 MACHINE_LIMIT = 0.9  # share of the machine's cores busy at which the cores are the limit
 
 
-def limit(m: dict[str, float]) -> str:
-    """What held a row back, from its medians."""
+def limit(m: dict[str, float], short: bool = False) -> str:
+    """What held a row back, from its medians (``short``: a few words)."""
     cores = os.cpu_count() or 1
     if m["util"] >= UTIL_LIMIT:
         return "replicas' service time"
     used, waiting = m["client_cores"], m["client_waiting"]
     if used + waiting >= CLIENT_LIMIT:
+        if short:
+            return f"client CPU, {used:.2f} cores"
         if waiting >= 0.1:
             return (
                 f"client CPU, its share of the cores: it got {used:.2f}, its threads waited "
@@ -205,6 +207,8 @@ def limit(m: dict[str, float]) -> str:
             )
         return f"client CPU ({used:.2f} cores)"
     if m["machine_cores"] >= MACHINE_LIMIT * cores:
+        if short:
+            return f"the machine's cores, client {used:.2f}"
         return (
             f"the machine's {cores} cores (client {used:.2f}, replicas {m['server_cores']:.2f}, "
             f"other processes {m['other_cores']:.2f})"
@@ -279,8 +283,38 @@ def report(jobs: list[Job], args: argparse.Namespace, header: list[str], notes: 
                 f"{m['server_waiting']:.2f} "
                 f"| {m['machine_cores']:.2f} ({m['other_cores']:.2f}) | {limit(m)} |"
             )
-    lines += ["", *notes]
+    lines += ["", *checks(stats, args), *notes]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def checks(stats: dict[tuple[str, int], dict[str, float] | None], args: Any) -> list[str]:
+    """Whether the replicas' own CPU, or other work on the machine, shaped the rows."""
+    rows = [m for m in stats.values() if m]
+    if not rows:
+        return []
+    late = max(m["late_ms"] for m in rows)
+    cost = max(m["server_ms_per_request"] for m in rows)
+    used = max(m["server_cores"] for m in rows)
+    share = late / args.service_ms_per_256
+    verdict = "limited no row" if share < 0.5 else "may have limited the rows that were late"
+    out = [
+        f"- **The replicas' own CPU {verdict}**: their event loops woke up at most {late:.2f} ms "
+        f"late after a batch ended (the worst row's mean: {share:.0%} of a "
+        f"{args.service_ms_per_256:g} ms batch; it would limit only as it neared a whole "
+        f"batch), spent at most {cost:.2f} ms of CPU per request and {used:.2f} cores in all. "
+        "A late wake-up delays that answer, not the accelerator: the request queued behind it "
+        "starts on time.",
+    ]
+    other = statistics.median(m["other_cores"] for m in rows)
+    if other > 0.5:
+        out.append(
+            f"- **Busy machine**: other processes held {other:.2f} of the "
+            f"{os.cpu_count()} cores during the median row, so the client got only part of a "
+            "core and its throughput is its share, not its limit; the vectors per client CPU "
+            "second are the figure to compare. Re-run on a quiet machine to see the "
+            "one-core ceiling."
+        )
+    return out
 
 
 def verdicts(stats: dict[tuple[str, int], dict[str, float] | None], args: Any) -> list[str]:
@@ -296,10 +330,9 @@ def verdicts(stats: dict[tuple[str, int], dict[str, float] | None], args: Any) -
             if m is None:
                 parts.append(f"N={replicas}: failed")
                 continue
-            scale = f"{m['rate'] / base['rate']:.2f}x one replica, " if base else ""
-            verdict = "**met**" if m["util"] >= UTIL_LIMIT else f"limited by {limit(m)}"
-            rate, busy = f"{m['rate']:,.0f}/s", f"{m['util']:.2f}"
-            parts.append(f"N={replicas}: {rate} = {scale}replicas {busy} busy: {verdict}")
+            scale = f"{m['rate'] / base['rate']:.2f}x, " if base else ""
+            verdict = "**met**" if m["util"] >= UTIL_LIMIT else limit(m, short=True)
+            parts.append(f"N={replicas} {scale}replicas {m['util']:.2f} busy ({verdict})")
         per_core = [m["per_core"] for m in rows.values() if m]
         raw = [m["per_core"] for n in args.replicas if (m := stats.get((floor, n)))]
         cost = statistics.median(per_core)
@@ -310,7 +343,7 @@ def verdicts(stats: dict[tuple[str, int], dict[str, float] | None], args: Any) -
             else ""
         )
         out += [
-            f"- **{label}**: " + "; ".join(parts) + ".",
+            f"- **{label}**, throughput over its own with one replica: " + "; ".join(parts) + ".",
             f"  - Client CPU limit: **{cost:,.0f} vectors/s per client core** (median over its "
             f"rows, {min(per_core):,.0f}-{max(per_core):,.0f}){versus}: one core of its own "
             f"keeps {cost / capacity(args):.1f} replicas of this pace busy.",
