@@ -370,7 +370,7 @@ def header(started: dt.datetime, load: float) -> list[str]:
         f"{os.getloadavg()[0]:.2f} at the end (a shared machine)",
         f"- **Python** {python}, httpx {httpx_v}, numpy {numpy_v}; infinity_rag from `{where}` "
         f"(benchmarks/ at commit {rev})",
-        f"- **This run**: `benchmarks/replicas.py {' '.join(sys.argv[1:])}`".rstrip() + "",
+        "- **This run**: `" + " ".join(["benchmarks/replicas.py", *sys.argv[1:]]) + "`",
     ]
 
 
