@@ -67,7 +67,9 @@ def client_has_numpy() -> bool:
         "import inspect, infinity_rag\n"
         "print('as_numpy' in inspect.signature(infinity_rag.InfinityClient.embed).parameters)"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=str(BENCH)
+    )
     return out.stdout.strip() == "True"
 
 
@@ -358,7 +360,7 @@ def header(started: dt.datetime, load: float) -> list[str]:
     versions = subprocess.run(
         [sys.executable, "-c", "import httpx, numpy, infinity_rag as rag, sys; print(sys"
          ".version.split()[0], httpx.__version__, numpy.__version__, rag.__file__)"],
-        capture_output=True, text=True,
+        capture_output=True, text=True, cwd=str(BENCH),  # where the runs start
     ).stdout.split()  # fmt: skip
     rev = subprocess.run(
         ["git", "-C", str(BENCH), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -392,10 +394,13 @@ def main() -> int:
         "--profile-dir",
         type=Path,
         default=None,
-        help="cProfile each row's calls (all threads) into DIR/LABEL-NN.pstats; slows them down",
+        help="cProfile (CPU time, all threads) each row's last run into DIR/LABEL-NN.pstats",
     )
     parser.add_argument("--report-only", action="store_true", help="rewrite from the .json")
     args = parser.parse_args()
+    # The runs start in benchmarks/: a relative PYTHONPATH (PYTHONPATH=src) keeps its meaning.
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    os.environ["PYTHONPATH"] = os.pathsep.join(str(Path(p).resolve()) for p in paths if p)
     args.replicas = [int(x) for x in args.replicas.split(",")]
     if args.quick:
         args.replicas, args.n, args.reps = [1, 2], 20_000, 1

@@ -12,7 +12,8 @@ Config keys: ``client`` (a name in ``EMBEDDERS`` or ``RERANKERS``), ``url`` (for
 ``base64``), ``dim`` (expected vector size), ``batch`` and ``concurrency`` (for the hand-written
 loops), ``as_numpy`` (``ours`` and ``raw``: one float32 array), ``top_n`` (rerank), ``words``
 (words per passage), ``seed``, ``tracemalloc`` (measure Python allocations instead of RSS),
-``profile`` (a path: write cProfile stats of the timed call there, all threads merged).
+``profile`` (a path: write cProfile stats of the timed call there, all threads merged, in
+CPU time).
 
 Besides the process's own CPU, ``machine_cpu`` is the CPU seconds all cores spent busy during
 the call (``/proc/stat``; the server's and any other process's included) and
@@ -838,14 +839,17 @@ def _count_thread_waits() -> Callable[[], float]:
 
 def _profile_all_threads() -> list[Any]:
     """cProfile this thread and every thread started from now on (a client's worker threads):
-    each new thread's first profiling event starts a profiler of its own in that thread."""
+    each new thread's first profiling event starts a profiler of its own in that thread.
+
+    The clock is each thread's CPU time: waiting (for a socket, a lock, the GIL) costs
+    nothing, so the merged profile says where the process's CPU went."""
     import cProfile
     import threading
 
-    profilers = [cProfile.Profile()]
+    profilers = [cProfile.Profile(time.thread_time)]
 
     def start_in_thread(*_: Any) -> None:
-        profiler = cProfile.Profile()
+        profiler = cProfile.Profile(time.thread_time)
         profilers.append(profiler)
         profiler.enable()  # replaces this hook in this thread
 
