@@ -24,6 +24,7 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 import psycopg
+from ingest_common import document_text, parse_numbers, sqlalchemy_url
 from langchain_classic.indexes import SQLRecordManager
 from langchain_core.documents import Document
 from langchain_core.indexing import aindex, index
@@ -31,24 +32,6 @@ from langchain_postgres import Column, PGEngine, PGVectorStore
 from sqlalchemy.exc import ProgrammingError
 
 from infinity_rag.langchain import InfinityEmbeddings
-
-SUBJECTS = (
-    "The river", "A violin", "The glacier", "An old map", "The lighthouse", "A beehive",
-    "The compiler", "A sourdough loaf", "The comet", "A chess club", "The harbour", "A kite",
-)  # fmt: skip
-PREDICATES = (
-    "shimmered at dawn", "was repaired in spring", "drew a crowd of visitors",
-    "appeared in the local paper", "needed a new coat of paint", "was measured twice",
-    "outlasted the winter storms", "was photographed from above",
-)  # fmt: skip
-
-
-def document_text(number: int, *, revised: bool = False) -> str:
-    """A short, unique text for document ``number`` (about 50 characters)."""
-    subject = SUBJECTS[number % len(SUBJECTS)]
-    predicate = PREDICATES[(number // len(SUBJECTS)) % len(PREDICATES)]
-    text = f"{subject} {predicate} (note {number})."
-    return f"{text} Revised." if revised else text
 
 
 def corpus(count: int, revised: Collection[int] = ()) -> list[Document]:
@@ -60,14 +43,6 @@ def corpus(count: int, revised: Collection[int] = ()) -> list[Document]:
         )
         for number in range(count)
     ]
-
-
-def sqlalchemy_url(uri: str) -> str:
-    """A libpq URI for SQLAlchemy with psycopg 3 (which does sync and async)."""
-    scheme, sep, rest = uri.partition("://")
-    if not sep or scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
-        raise ValueError(f"expected a postgresql:// URI, got {scheme}://...")
-    return f"postgresql+psycopg://{rest}"
 
 
 INDEX_OPTIONS: dict[str, Any] = {
@@ -185,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--async", dest="use_async", action="store_true", help="use aindex")
     args = parser.parse_args(argv)
 
-    docs = corpus(args.docs, {int(n) for n in args.revise.split(",") if n.strip()})
+    docs = corpus(args.docs, parse_numbers(args.revise))
     started = time.perf_counter()
     result = asyncio.run(_arun(args, docs)) if args.use_async else _run(args, docs)
     print(json.dumps({**result, "seconds": round(time.perf_counter() - started, 2)}), flush=True)

@@ -45,7 +45,8 @@ from integration_tests.postgres_helpers import (
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
-from ingest_pgvector import document_text, namespace  # noqa: E402
+from ingest_common import document_text  # noqa: E402
+from ingest_pgvector import namespace  # noqa: E402
 
 BATCH = 100  # documents per index() batch: embedded, written, then recorded
 

@@ -1,0 +1,128 @@
+"""Re-runnable ingestion with LlamaIndex's ``IngestionPipeline`` on a real PostgreSQL.
+
+``examples/ingest_llama_index.py``'s pipeline (docstore, pgvector store and ``IngestionCache``,
+all three in PostgreSQL) embeds with ``InfinityEmbedding`` through a FaultProxy that passes
+every request to the real Infinity server and keeps its body: the texts counted are the texts
+the server received. Each run builds a new pipeline on the same tables, as a new process would.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from llama_index.core.ingestion import IngestionPipeline
+from local_postgres import LocalPostgres
+
+from infinity_rag import InfinityClient
+from infinity_rag.llama_index import InfinityEmbedding
+from integration_tests.conftest import ServerInfo
+from integration_tests.fault_proxy import FaultProxy
+from integration_tests.postgres_helpers import (
+    count_rows,
+    drop_tables,
+    embedded_texts,
+    max_abs_diff,
+    unique_name,
+    vectors_by_text,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+
+from ingest_common import document_text
+from ingest_llama_index import build_pipeline, corpus, table_names
+
+DOCS = 500
+FIRST_CHANGES = [n * DOCS // 10 + 3 for n in range(10)]
+SECOND_CHANGES = [n * DOCS // 10 + 31 for n in range(10)]
+
+
+@pytest.fixture
+def proxy(infinity_server: ServerInfo) -> Iterator[FaultProxy]:
+    with FaultProxy(infinity_server.url) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def names(postgres: LocalPostgres) -> Iterator[list[str]]:
+    """Pipeline names; their tables are dropped at the end."""
+    used: list[str] = []
+    yield used
+    for name in used:
+        tables = table_names(name)
+        drop_tables(postgres.uri, tables["docstore"], tables["cache"], tables["vectors_table"])
+
+
+def _check_table(uri: str, name: str, reference: dict[str, list[float]], texts: list[str]) -> None:
+    """One row per text, none else, each with its reference vector."""
+    table = table_names(name)["vectors_table"]
+    stored, copies = vectors_by_text(uri, table, text_column="text", vector_column="embedding")
+    assert count_rows(uri, table) == len(texts)
+    assert copies == Counter(texts)
+    assert max(max_abs_diff(stored[text], reference[text]) for text in texts) < 1e-5
+
+
+async def test_reruns_embed_only_new_and_changed_documents(
+    postgres: LocalPostgres,
+    proxy: FaultProxy,
+    infinity_server: ServerInfo,
+    client: InfinityClient,
+    names: list[str],
+) -> None:
+    first_changes = set(FIRST_CHANGES)
+    both_changes = first_changes | set(SECOND_CHANGES)
+    texts = [document_text(n) for n in range(DOCS)]
+    changed = {n: document_text(n, revised=True) for n in sorted(both_changes)}
+    vectors = client.embed([*texts, *changed.values()], model=infinity_server.embed_model)
+    reference = dict(zip([*texts, *changed.values()], vectors, strict=True))
+    embed_model = InfinityEmbedding(
+        model_name=infinity_server.embed_model, base_url=proxy.url, api_key=infinity_server.api_key
+    )
+    name = unique_name("li_ingest")
+    names.append(name)
+
+    def pipeline(pipeline_name: str = name) -> IngestionPipeline:
+        return build_pipeline(postgres.uri, pipeline_name, embed_model, infinity_server.dim)
+
+    # 1. The first run embeds every document once.
+    nodes = pipeline().run(documents=corpus(DOCS))
+    assert len(nodes) == DOCS
+    assert Counter(embedded_texts(proxy)) == Counter(texts)
+    _check_table(postgres.uri, name, reference, texts)
+
+    # 2. The same documents again (async this time): nothing embedded, nothing written.
+    proxy.reset()
+    assert await pipeline().arun(documents=corpus(DOCS)) == []
+    assert embedded_texts(proxy) == []
+    _check_table(postgres.uri, name, reference, texts)
+
+    # 3. Ten documents changed: those ten embedded, their old nodes replaced.
+    proxy.reset()
+    nodes = pipeline().run(documents=corpus(DOCS, first_changes))
+    assert sorted(n.get_content() for n in nodes) == sorted(changed[n] for n in first_changes)
+    assert sorted(embedded_texts(proxy)) == sorted(changed[n] for n in first_changes)
+    current = [changed[n] if n in first_changes else t for n, t in enumerate(texts)]
+    _check_table(postgres.uri, name, reference, current)
+
+    # 4. Ten more changed, with arun: the same.
+    proxy.reset()
+    nodes = await pipeline().arun(documents=corpus(DOCS, both_changes))
+    assert sorted(embedded_texts(proxy)) == sorted(changed[n] for n in SECOND_CHANGES)
+    assert len(nodes) == len(SECOND_CHANGES)
+    current = [changed.get(n, t) for n, t in enumerate(texts)]
+    _check_table(postgres.uri, name, reference, current)
+
+    # 5. The cache: the first run's documents through a pipeline with a new docstore and a new
+    # vector store, but the same cache, come out of the cache: nothing embedded.
+    proxy.reset()
+    rebuilt = unique_name("li_rebuilt")
+    names.append(rebuilt)
+    fresh = pipeline(rebuilt)
+    fresh.cache = pipeline().cache
+    nodes = fresh.run(documents=corpus(DOCS))
+    assert len(nodes) == DOCS
+    assert embedded_texts(proxy) == []
+    _check_table(postgres.uri, rebuilt, reference, texts)
