@@ -14,7 +14,8 @@ A run writes nothing until all its documents are embedded, and records them in t
 only after the vector store has them: feed a large corpus in parts (``run`` once per part), so
 that a crash costs one part. Never ``run(num_workers=N)``: on LlamaIndex 0.14 it can hang in
 ``Pool.starmap``. To use more cores or machines, run one pipeline per process, each over its own
-share of the documents (``--shard i/N``), or embed on an engine such as Ray Data.
+share of the documents (``--shard i/N``; ``--create-tables`` first, once), or embed on an engine
+such as Ray Data.
 
     python examples/ingest_llama_index.py --postgres-url postgresql://user:pw@host/db \\
         --infinity-url http://localhost:7997 --name docs --docs 5000 [--revise 3,17] \\
@@ -36,6 +37,7 @@ from ingest_common import document_text, parse_numbers, sqlalchemy_url
 from llama_index.core import Document
 from llama_index.core.ingestion import DocstoreStrategy, IngestionCache, IngestionPipeline
 from llama_index.core.node_parser import SentenceSplitter
+from llama_index.core.storage.docstore import BaseDocumentStore
 from llama_index.storage.docstore.postgres import PostgresDocumentStore
 from llama_index.storage.kvstore.postgres import PostgresKVStore
 from llama_index.vector_stores.postgres import PGVectorStore
@@ -92,6 +94,41 @@ def build_pipeline(
     )
 
 
+def _stores(
+    pipeline: IngestionPipeline,
+) -> tuple[BaseDocumentStore, PGVectorStore, IngestionCache]:
+    docstore, vector_store, cache = pipeline.docstore, pipeline.vector_store, pipeline.cache
+    if docstore is None or not isinstance(vector_store, PGVectorStore):
+        raise ValueError("the pipeline needs a docstore and a PGVectorStore (build_pipeline)")
+    return docstore, vector_store, cache
+
+
+def create_tables(pipeline: IngestionPipeline) -> None:
+    """Have each store create its table now (they do on first use): run this once before
+    starting several processes on new tables, which could otherwise collide creating them."""
+    docstore, vector_store, cache = _stores(pipeline)
+    docstore.get_all_document_hashes()
+    cache.get("no such key")
+    vector_store.get_nodes(node_ids=["no such node"])
+
+
+def forget_unrecorded(pipeline: IngestionPipeline, documents: list[Document]) -> int:
+    """Delete from the vector store the nodes of the documents the docstore has not recorded.
+
+    A run adds its nodes to the vector store, then records its documents in the docstore. If
+    it was killed in between, the next run takes those documents for new and adds their nodes
+    again: pgvector's table would hold them twice. Call this before each run that may follow
+    a crash. Returns how many documents were unrecorded (each one ``DELETE`` in PostgreSQL).
+    """
+    docstore, vector_store, _ = _stores(pipeline)
+    # One look-up per document, as the pipeline does: get_all_document_hashes() is keyed by
+    # hash, and would take one of two documents with the same text for unrecorded.
+    unrecorded = [d.id_ for d in documents if docstore.get_document_hash(d.id_) is None]
+    for doc_id in unrecorded:
+        vector_store.delete(doc_id)
+    return len(unrecorded)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postgres-url", required=True, help="a libpq URI")
@@ -104,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--shard", default="0/1", help="i/N: this process's share")
     parser.add_argument("--async", dest="use_async", action="store_true", help="use arun")
+    parser.add_argument("--create-tables", action="store_true", help="only create the tables")
     args = parser.parse_args(argv)
 
     index, _, count = args.shard.partition("/")
@@ -112,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         model_name=args.model, base_url=args.infinity_url, api_key=args.api_key
     )
     pipeline = build_pipeline(args.postgres_url, args.name, embed_model, args.dim)
+    if args.create_tables:
+        create_tables(pipeline)
+        return 0
     started = time.perf_counter()
+    forget_unrecorded(pipeline, documents)
     if args.use_async:
         nodes = asyncio.run(pipeline.arun(documents=documents))
     else:

@@ -8,13 +8,15 @@ the server received. Each run builds a new pipeline on the same tables, as a new
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from llama_index.core.ingestion import IngestionPipeline
+from llama_index.core.ingestion import IngestionPipeline, run_transformations
 from local_postgres import LocalPostgres
 
 from infinity_rag import InfinityClient
@@ -30,10 +32,16 @@ from integration_tests.postgres_helpers import (
     vectors_by_text,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(EXAMPLES))
 
-from ingest_common import document_text
-from ingest_llama_index import build_pipeline, corpus, table_names
+from ingest_common import document_text  # noqa: E402
+from ingest_llama_index import (  # noqa: E402
+    build_pipeline,
+    corpus,
+    forget_unrecorded,
+    table_names,
+)
 
 DOCS = 500
 FIRST_CHANGES = [n * DOCS // 10 + 3 for n in range(10)]
@@ -56,6 +64,13 @@ def names(postgres: LocalPostgres) -> Iterator[list[str]]:
         drop_tables(postgres.uri, tables["docstore"], tables["cache"], tables["vectors_table"])
 
 
+def _reference(
+    client: InfinityClient, server: ServerInfo, texts: list[str]
+) -> dict[str, list[float]]:
+    """Each text's vector from the server, asked directly (not through the proxy)."""
+    return dict(zip(texts, client.embed(texts, model=server.embed_model), strict=True))
+
+
 def _check_table(uri: str, name: str, reference: dict[str, list[float]], texts: list[str]) -> None:
     """One row per text, none else, each with its reference vector."""
     table = table_names(name)["vectors_table"]
@@ -76,8 +91,7 @@ async def test_reruns_embed_only_new_and_changed_documents(
     both_changes = first_changes | set(SECOND_CHANGES)
     texts = [document_text(n) for n in range(DOCS)]
     changed = {n: document_text(n, revised=True) for n in sorted(both_changes)}
-    vectors = client.embed([*texts, *changed.values()], model=infinity_server.embed_model)
-    reference = dict(zip([*texts, *changed.values()], vectors, strict=True))
+    reference = _reference(client, infinity_server, [*texts, *changed.values()])
     embed_model = InfinityEmbedding(
         model_name=infinity_server.embed_model, base_url=proxy.url, api_key=infinity_server.api_key
     )
@@ -126,3 +140,91 @@ async def test_reruns_embed_only_new_and_changed_documents(
     assert len(nodes) == DOCS
     assert embedded_texts(proxy) == []
     _check_table(postgres.uri, rebuilt, reference, texts)
+
+
+def test_a_run_killed_between_writing_and_recording(
+    postgres: LocalPostgres, infinity_server: ServerInfo, client: InfinityClient, names: list[str]
+) -> None:
+    """A run adds its nodes to the vector store, then records the documents in the docstore.
+    Killed in between, it leaves nodes that the next run adds again, unless
+    ``forget_unrecorded`` deletes them first."""
+    docs = corpus(60)
+    texts = [d.text for d in docs]
+    reference = _reference(client, infinity_server, texts)
+    embed_model = InfinityEmbedding(model_name=infinity_server.embed_model, client=client)
+    rows = {}
+    for guarded in (False, True):
+        name = unique_name("li_crash")
+        names.append(name)
+        crashed = build_pipeline(postgres.uri, name, embed_model, infinity_server.dim)
+        # What the killed run left: its nodes written, its documents not recorded.
+        assert crashed.vector_store is not None
+        crashed.vector_store.add(run_transformations(docs, crashed.transformations))
+        rerun = build_pipeline(postgres.uri, name, embed_model, infinity_server.dim)
+        if guarded:
+            assert forget_unrecorded(rerun, docs) == len(docs)
+        rerun.run(documents=docs)
+        rows[guarded] = count_rows(postgres.uri, table_names(name)["vectors_table"])
+        if guarded:
+            _check_table(postgres.uri, name, reference, texts)
+            assert forget_unrecorded(rerun, docs) == 0  # all recorded now: nothing deleted
+            _check_table(postgres.uri, name, reference, texts)
+
+    assert rows == {False: 2 * len(docs), True: len(docs)}
+
+
+def test_one_pipeline_per_process_over_shards(
+    postgres: LocalPostgres,
+    proxy: FaultProxy,
+    infinity_server: ServerInfo,
+    client: InfinityClient,
+    names: list[str],
+) -> None:
+    """The way around ``run(num_workers=N)``: N processes, each with its own pipeline over its
+    share of the documents, on the same tables, at the same time."""
+    docs = 400
+    texts = [document_text(n) for n in range(docs)]
+    reference = _reference(client, infinity_server, texts)
+    name = unique_name("li_shards")
+    names.append(name)
+    command = [
+        sys.executable, str(EXAMPLES / "ingest_llama_index.py"),
+        "--postgres-url", postgres.uri,
+        "--infinity-url", proxy.url,
+        "--model", infinity_server.embed_model,
+        "--name", name,
+        "--docs", str(docs),
+        "--dim", str(infinity_server.dim),
+    ]  # fmt: skip
+    if infinity_server.api_key:
+        command += ["--api-key", infinity_server.api_key]
+
+    def run_shards() -> list[dict[str, int]]:
+        processes = [
+            subprocess.Popen(
+                [*command, "--shard", f"{i}/2"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
+        results = []
+        for process in processes:
+            out, err = process.communicate(timeout=300)
+            assert process.returncode == 0, err[-3000:]
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        return results
+
+    subprocess.run([*command, "--create-tables"], check=True, capture_output=True, timeout=120)
+    first = run_shards()
+    assert sum(r["documents"] for r in first) == docs
+    assert all(r["documents"] > 0 for r in first)
+    assert Counter(embedded_texts(proxy)) == Counter(texts)
+    _check_table(postgres.uri, name, reference, texts)
+
+    proxy.reset()
+    again = run_shards()
+    assert [r["nodes"] for r in again] == [0, 0]
+    assert embedded_texts(proxy) == []
+    _check_table(postgres.uri, name, reference, texts)

@@ -22,7 +22,7 @@ notebook kernel), a small watchdog process stops it: nothing is left behind eith
 
 CLI::
 
-    python scripts/local_postgres.py serve        # print the URI, stop on Ctrl-C
+    python scripts/local_postgres.py serve        # print the URI, stop on Ctrl-C / SIGTERM
 """
 
 from __future__ import annotations
@@ -126,9 +126,14 @@ class LocalPostgres:
         self.startup_seconds: float | None = None
 
     @classmethod
-    def from_env(cls, **kwargs: object) -> LocalPostgres:
+    def from_env(
+        cls,
+        *,
+        workdir: str | os.PathLike[str] | None = None,
+        extensions: tuple[str, ...] = ("vector",),
+    ) -> LocalPostgres:
         """The server named by ``INFINITY_TEST_POSTGRES_URL`` if set, else a new local one."""
-        return cls(os.environ.get(ENV_VAR) or None, **kwargs)  # type: ignore[arg-type]
+        return cls(os.environ.get(ENV_VAR) or None, workdir=workdir, extensions=extensions)
 
     @property
     def external(self) -> bool:
@@ -202,8 +207,8 @@ class LocalPostgres:
                 raise LocalPostgresError(f"postmaster {self.pid} did not stop; killed it")
             self.pid = None
         if self._watchdog is not None:
-            assert self._watchdog.stdin is not None
-            self._watchdog.stdin.close()  # EOF: the watchdog finds no server and exits
+            if self._watchdog.stdin is not None:
+                self._watchdog.stdin.close()  # EOF: the watchdog finds no server and exits
             self._watchdog.wait(15)
             self._watchdog = None
         if self.workdir is not None:
@@ -227,8 +232,15 @@ class LocalPostgres:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="start a server, print its URI, stop on Ctrl-C")
+    sub.add_parser("serve", help="start a server, print its URI, stop on Ctrl-C or SIGTERM")
     parser.parse_args(argv)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Also when started in the background, where a shell makes the process ignore SIGINT.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     with LocalPostgres() as pg:
         print(pg.uri, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
