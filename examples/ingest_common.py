@@ -3,6 +3,8 @@ asked for) and the PostgreSQL URL for SQLAlchemy."""
 
 from __future__ import annotations
 
+import argparse
+
 SUBJECTS = (
     "The river", "A violin", "The glacier", "An old map", "The lighthouse", "A beehive",
     "The compiler", "A sourdough loaf", "The comet", "A chess club", "The harbour", "A kite",
@@ -35,3 +37,16 @@ def sqlalchemy_url(uri: str) -> str:
     if not sep or scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
         raise ValueError(f"expected a postgresql:// URI, got {scheme}://...")
     return f"postgresql+psycopg://{rest}"
+
+
+def base_parser(doc: str, *, use_async_help: str) -> argparse.ArgumentParser:
+    """The options both examples take: where the servers are, the corpus, sync or async."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--postgres-url", required=True, help="a libpq URI")
+    parser.add_argument("--infinity-url", required=True)
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--docs", type=int, default=5000)
+    parser.add_argument("--revise", default="", help="comma-separated document numbers")
+    parser.add_argument("--async", dest="use_async", action="store_true", help=use_async_help)
+    return parser

@@ -26,14 +26,13 @@ One JSON line is printed: the nodes the run wrote and the seconds it took.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
 import zlib
 from collections.abc import Collection
 
-from ingest_common import document_text, parse_numbers, sqlalchemy_url
+from ingest_common import base_parser, document_text, parse_numbers, sqlalchemy_url
 from llama_index.core import Document
 from llama_index.core.ingestion import DocstoreStrategy, IngestionCache, IngestionPipeline
 from llama_index.core.node_parser import SentenceSplitter
@@ -130,17 +129,10 @@ def forget_unrecorded(pipeline: IngestionPipeline, documents: list[Document]) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--postgres-url", required=True, help="a libpq URI")
-    parser.add_argument("--infinity-url", required=True)
-    parser.add_argument("--api-key", default=None)
-    parser.add_argument("--model", default="minilm")
+    parser = base_parser(__doc__, use_async_help="use arun")
     parser.add_argument("--name", default="docs", help="prefix of the pipeline's tables")
-    parser.add_argument("--docs", type=int, default=5000)
-    parser.add_argument("--revise", default="", help="comma-separated document numbers")
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--shard", default="0/1", help="i/N: this process's share")
-    parser.add_argument("--async", dest="use_async", action="store_true", help="use arun")
     parser.add_argument("--create-tables", action="store_true", help="only create the tables")
     args = parser.parse_args(argv)
 

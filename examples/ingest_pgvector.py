@@ -24,7 +24,7 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 import psycopg
-from ingest_common import document_text, parse_numbers, sqlalchemy_url
+from ingest_common import base_parser, document_text, parse_numbers, sqlalchemy_url
 from langchain_classic.indexes import SQLRecordManager
 from langchain_core.documents import Document
 from langchain_core.indexing import aindex, index
@@ -147,17 +147,10 @@ def _embeddings(args: argparse.Namespace) -> InfinityEmbeddings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--postgres-url", required=True, help="a libpq URI")
-    parser.add_argument("--infinity-url", required=True)
-    parser.add_argument("--api-key", default=None)
-    parser.add_argument("--model", default="minilm")
+    parser = base_parser(__doc__, use_async_help="use aindex")
     parser.add_argument("--table", default="docs")
-    parser.add_argument("--docs", type=int, default=5000)
-    parser.add_argument("--revise", default="", help="comma-separated document numbers")
     parser.add_argument("--dim", type=int, default=None, help="else asked of the model")
     parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--async", dest="use_async", action="store_true", help="use aindex")
     args = parser.parse_args(argv)
 
     docs = corpus(args.docs, parse_numbers(args.revise))

@@ -146,7 +146,7 @@ def _source(number: int) -> str:
     ("mode", "docs"),
     [
         pytest.param("index", 5000, marks=pytest.mark.slow, id="index-5000"),
-        pytest.param("aindex", 1000, id="aindex-1000"),
+        pytest.param("aindex", 1000, marks=pytest.mark.slow, id="aindex-1000"),
     ],
 )
 def test_killed_rerun_unchanged_and_changed(

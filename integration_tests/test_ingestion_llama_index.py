@@ -173,6 +173,7 @@ def test_a_run_killed_between_writing_and_recording(
     assert rows == {False: 2 * len(docs), True: len(docs)}
 
 
+@pytest.mark.slow
 def test_one_pipeline_per_process_over_shards(
     postgres: LocalPostgres,
     proxy: FaultProxy,
