@@ -45,13 +45,13 @@ from infinity_rag.llama_index import InfinityEmbedding
 
 
 def table_names(name: str) -> dict[str, str]:
-    """The tables a pipeline called ``name`` uses (pgvector's gets a ``data_`` prefix)."""
-    return {
-        "docstore": f"{name}_docstore",
-        "cache": f"{name}_cache",
-        "vectors": f"{name}_vectors",
-        "vectors_table": f"data_{name}_vectors",
-    }
+    """The table names a pipeline called ``name`` gives its three stores."""
+    return {"docstore": f"{name}_docstore", "cache": f"{name}_cache", "vectors": f"{name}_vectors"}
+
+
+def postgres_tables(name: str) -> dict[str, str]:
+    """The tables in PostgreSQL: each of the three stores prefixes its name with ``data_``."""
+    return {store: f"data_{table}" for store, table in table_names(name).items()}
 
 
 def corpus(count: int, revised: Collection[int] = ()) -> list[Document]:

@@ -40,7 +40,7 @@ from ingest_llama_index import (  # noqa: E402
     build_pipeline,
     corpus,
     forget_unrecorded,
-    table_names,
+    postgres_tables,
 )
 
 DOCS = 500
@@ -60,8 +60,7 @@ def names(postgres: LocalPostgres) -> Iterator[list[str]]:
     used: list[str] = []
     yield used
     for name in used:
-        tables = table_names(name)
-        drop_tables(postgres.uri, tables["docstore"], tables["cache"], tables["vectors_table"])
+        drop_tables(postgres.uri, *postgres_tables(name).values())
 
 
 def _reference(
@@ -73,7 +72,7 @@ def _reference(
 
 def _check_table(uri: str, name: str, reference: dict[str, list[float]], texts: list[str]) -> None:
     """One row per text, none else, each with its reference vector."""
-    table = table_names(name)["vectors_table"]
+    table = postgres_tables(name)["vectors"]
     stored, copies = vectors_by_text(uri, table, text_column="text", vector_column="embedding")
     assert count_rows(uri, table) == len(texts)
     assert copies == Counter(texts)
@@ -164,7 +163,7 @@ def test_a_run_killed_between_writing_and_recording(
         if guarded:
             assert forget_unrecorded(rerun, docs) == len(docs)
         rerun.run(documents=docs)
-        rows[guarded] = count_rows(postgres.uri, table_names(name)["vectors_table"])
+        rows[guarded] = count_rows(postgres.uri, postgres_tables(name)["vectors"])
         if guarded:
             _check_table(postgres.uri, name, reference, texts)
             assert forget_unrecorded(rerun, docs) == 0  # all recorded now: nothing deleted
