@@ -13,7 +13,8 @@ Three conventions need help to render well; the source is not changed:
   ``name: description``) become a list of the arguments in an admonition; any other titled
   block whose title Griffe does not read as an admonition (``Embed images (CLIP-style):``)
   becomes one, as ``Setup:`` or ``Instantiate:`` do.
-- A pydantic field without a docstring takes its ``Field(description=...)`` (LlamaIndex's
+- An attribute without a docstring takes the ``#:`` comment above it (Sphinx's convention,
+  used in errors.py), or a pydantic field its ``Field(description=...)`` (LlamaIndex's
   convention), so the reference shows it.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import re
+from pathlib import Path
 from typing import Any
 
 import griffe
@@ -131,6 +133,21 @@ def _field_description(node: ast.AST | griffe.ObjectNode) -> str | None:
     return None
 
 
+def _comment_above(attr: griffe.Attribute) -> str | None:
+    """The ``#:`` comment lines right above the attribute's first line, joined."""
+    collection = attr.lines_collection  # a LinesCollection: no .get()
+    path = attr.filepath
+    if attr.lineno is None or not isinstance(path, Path) or path not in collection:
+        return None
+    lines = collection[path]
+    comment: list[str] = []
+    index = attr.lineno - 2  # the line above, 0-based
+    while index >= 0 and lines[index].strip().startswith("#:"):
+        comment.insert(0, lines[index].strip().removeprefix("#:").strip())
+        index -= 1
+    return " ".join(comment) or None
+
+
 class ProjectDocstrings(griffe.Extension):
     """Applies :func:`convert` to every docstring, and field descriptions to fields."""
 
@@ -141,5 +158,8 @@ class ProjectDocstrings(griffe.Extension):
     def on_attribute_instance(
         self, *, node: ast.AST | griffe.ObjectNode, attr: griffe.Attribute, **kwargs: Any
     ) -> None:
-        if attr.docstring is None and (description := _field_description(node)):
+        if attr.docstring is not None:
+            return
+        description = _comment_above(attr) or _field_description(node)
+        if description:
             attr.docstring = griffe.Docstring(description, parent=attr)
