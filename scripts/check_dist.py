@@ -7,7 +7,8 @@
 2. The sdist holds what the wheel, the tests and the docs need and nothing stray (venvs,
    caches, bytecode, build output, benchmarks, notebooks); the wheel holds the package with
    ``py.typed``, the licence in its metadata, and nothing else; both carry the version of
-   ``src/infinity_rag/_version.py``.
+   ``src/infinity_rag/_version.py``, and the long description (README.md) has no relative
+   link, which would break on PyPI.
 3. Per extra, a fresh virtualenv (no system site-packages, no PYTHONPATH): ``pip install
    "<wheel>[extra]"`` plus pytest, resolved by pip from the wheel's own metadata, then
    ``unit_tests/test_imports.py`` and ``unit_tests/test_version.py`` against the installed
@@ -29,6 +30,7 @@ import ast
 import fnmatch
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -180,6 +182,11 @@ def check_wheel(path: Path, version: str) -> None:
             f"FAILED: wheel metadata Version={headers.get('Version')!r} "
             f"License-Expression={headers.get('License-Expression')!r}"
         )
+    description = metadata.split("\n\n", 1)[1] if "\n\n" in metadata else ""
+    if "## The two commands" not in description:
+        raise SystemExit("FAILED: the wheel's long description is not README.md")
+    if relative := re.findall(r"\]\((?![a-z][a-z0-9+.-]*:|#)([^)\s]+)\)", description):
+        raise SystemExit(f"FAILED: relative links in the long description (PyPI): {relative}")
     print(f"ok: wheel {path.name}: {len(names)} files, py.typed, LICENSE, version {version}")
 
 
