@@ -116,11 +116,14 @@ def on_post_build(config: MkDocsConfig, **kwargs: Any) -> None:
     documented: set[str] = set()
     for html in Path(config.site_dir, "reference").rglob("*.html"):
         documented.update(_HEADING_ID.findall(html.read_text(encoding="utf-8")))
-    # A name re-exported by a package is documented under its own module's path.
-    last_parts = {identifier.rsplit(".", 1)[-1] for identifier in documented}
     for module in DOCUMENTED_MODULES:
         for name in public_names(module):
-            if f"{module}.{name}" not in documented and name not in last_parts:
+            # A name re-exported by a package may be documented under the path of the module
+            # that defines it (infinity_rag.EmbeddingResult as infinity_rag.types....).
+            if not any(
+                i == f"{module}.{name}" or (i.startswith(f"{module}.") and i.endswith(f".{name}"))
+                for i in documented
+            ):
                 log.warning(
                     "%s.%s is public (in __all__) but has no entry in the API reference",
                     module,
