@@ -57,9 +57,10 @@ def public_names(module: str) -> list[str]:
     package = SRC.joinpath(*parts)
     path = package / "__init__.py" if package.is_dir() else package.with_suffix(".py")
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        targets = node.targets if isinstance(node, ast.Assign) else []
-        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
-            names = ast.literal_eval(node.value)  # type: ignore[attr-defined]
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
+            names = ast.literal_eval(node.value)
             return [n for n in names if not (n.startswith("__") and n.endswith("__"))]
     raise ValueError(f"{path} has no __all__")
 
