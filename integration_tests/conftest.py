@@ -25,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from local_infinity import LocalInfinityServer
 
+from integration_tests.fleet import Fleet, NginxUnavailable, ensure_nginx
+
 if TYPE_CHECKING:
     from llama_index.core.instrumentation.events import BaseEvent
 
@@ -47,6 +49,36 @@ def infinity_server() -> Iterator[ServerInfo]:
         return
     with LocalInfinityServer(["minilm", "reranker", "classifier"]) as server:
         yield ServerInfo(url=server.url, api_key=server.api_key)
+
+
+#: The fleet's replicas share this key (distinct from the session server's, so a test that finds
+#: it in some output knows where it came from).
+FLEET_API_KEY = "infinity-rag-fleet-key-5c1d"
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[Fleet]:
+    """Three Infinity replicas (MiniLM only, one key) on loopback, started at once (10-30 s),
+    shared by a module's tests: a test that kills one restarts it, or ``healthy_fleet`` does."""
+    with Fleet(3, FLEET_API_KEY) as replicas:
+        yield replicas
+
+
+@pytest.fixture
+def healthy_fleet(fleet: Fleet) -> Fleet:
+    """The module's fleet with every replica up (the dead ones restarted, on their ports)."""
+    fleet.heal()
+    return fleet
+
+
+@pytest.fixture(scope="session")
+def nginx_executable() -> Path:
+    """Debian's nginx, installed by ``scripts/setup_nginx.sh`` if missing. Where it cannot be
+    installed the test fails with the reason: it is never skipped."""
+    try:
+        return ensure_nginx()
+    except NginxUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(autouse=True)
