@@ -24,6 +24,7 @@ EXPECTED_ALL = [
     "ModelNotFoundError",
     "NotFoundError",
     "OverloadedError",
+    "ReplicaState",
     "RerankItem",
     "RerankResult",
     "ServerError",

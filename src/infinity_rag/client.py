@@ -13,7 +13,6 @@ import os
 import ssl
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from types import TracebackType
@@ -31,8 +30,9 @@ from infinity_rag._config import (
     DEFAULT_RERANK_BATCH_SIZE,
     DEFAULT_TIMEOUT,
     RetryPolicy,
+    http_clients_cannot_travel,
     resolve_api_key,
-    resolve_base_url,
+    resolve_base_urls,
     server_root,
 )
 from infinity_rag._inputs import (
@@ -48,8 +48,23 @@ from infinity_rag._inputs import (
     check_texts,
     to_media_uri,
 )
+from infinity_rag._loops import LoopClients
+from infinity_rag._pool import (
+    DEFAULT_MAX_REPLICA_BACKOFF,
+    DEFAULT_REPLICA_BACKOFF,
+    Attempts,
+    Replica,
+    ReplicaPool,
+    check_backoff,
+)
 from infinity_rag.errors import InfinityConnectionError, InfinityError, InfinityTimeoutError
-from infinity_rag.types import ClassifyResult, EmbeddingResult, ModelInfo, RerankResult
+from infinity_rag.types import (
+    ClassifyResult,
+    EmbeddingResult,
+    ModelInfo,
+    ReplicaState,
+    RerankResult,
+)
 
 __all__ = ["InfinityClient"]
 
@@ -109,7 +124,7 @@ class InfinityClient:
     def __init__(
         self,
         *,
-        base_url: str | None = None,
+        base_url: str | Sequence[str] | None = None,
         api_key: str | SecretStr | None = None,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
@@ -120,8 +135,11 @@ class InfinityClient:
         verify: Any = True,
         http_client: httpx.Client | None = None,
         http_async_client: httpx.AsyncClient | None = None,
+        replica_backoff: float = DEFAULT_REPLICA_BACKOFF,
+        max_replica_backoff: float = DEFAULT_MAX_REPLICA_BACKOFF,
     ) -> None:
-        self.base_url = resolve_base_url(base_url)
+        self.base_urls = resolve_base_urls(base_url)
+        self.base_url = self.base_urls[0]
         self.api_key = resolve_api_key(api_key)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
@@ -132,8 +150,27 @@ class InfinityClient:
             rerank_batch_size, "rerank_batch_size", MAX_ITEMS_PER_REQUEST
         )
         self.max_concurrency = check_positive_int(max_concurrency, "max_concurrency")
+        check_backoff(replica_backoff, max_replica_backoff)
         self.verify = _tls_verify(verify)
-        self._root_url = server_root(self.base_url)
+        # What a pickled copy is rebuilt from (in another process): settings, never sockets.
+        self._settings: dict[str, Any] = {
+            "base_url": list(self.base_urls),
+            "api_key": self.api_key,
+            "timeout": timeout,
+            "max_retries": max_retries,
+            "batch_size": self.batch_size,
+            "rerank_batch_size": self.rerank_batch_size,
+            "max_concurrency": self.max_concurrency,
+            "headers": dict(headers) if headers else None,
+            "verify": verify,
+            "replica_backoff": replica_backoff,
+            "max_replica_backoff": max_replica_backoff,
+        }
+        self._pool = ReplicaPool(
+            [Replica(url, server_root(url), _masked(url)) for url in self.base_urls],
+            backoff=replica_backoff,
+            max_backoff=max_replica_backoff,
+        )
         self._headers = {"Accept": "application/json", **(headers or {})}
         if self.api_key is not None:
             self._headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
@@ -142,19 +179,51 @@ class InfinityClient:
         self._sync_client: httpx.Client | None = None
         self._sync_lock = threading.Lock()
         # An httpx.AsyncClient's connections belong to the loop that opened them, so each
-        # event loop (a notebook's, each asyncio.run) gets its own pool.
-        self._async_clients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, httpx.AsyncClient
-        ] = weakref.WeakKeyDictionary()
+        # event loop (a notebook's, each asyncio.run) gets its own pool, closed when the loop
+        # shuts down.
+        self._async_clients = LoopClients(
+            lambda: httpx.AsyncClient(timeout=self.timeout, verify=self.verify)
+        )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Self:
         # A client is a shared resource (connection pools, locks): copies of the objects
         # that hold it (pydantic's model_copy(deep=True), copy.deepcopy) share it too.
         return self
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (for a worker process: multiprocessing, Ray, Spark) as its settings.
+
+        The copy carries the API key (a worker must authenticate) and builds its own
+        connection pools and replica states when first used. Injected httpx clients and an
+        ``ssl.SSLContext`` cannot travel: pass settings instead.
+        """
+        if self._injected_client is not None or self._injected_async_client is not None:
+            raise http_clients_cannot_travel("an InfinityClient")
+        if not self.can_be_pickled():
+            raise TypeError(
+                "an InfinityClient with verify=<ssl.SSLContext> cannot be pickled (an "
+                "SSLContext does not cross processes); pass verify as a CA bundle path instead"
+            )
+        return (_rebuild_client, (self._settings,))
+
+    def can_be_pickled(self) -> bool:
+        """Whether this client can be pickled (no injected httpx client, no SSLContext)."""
+        return (
+            self._injected_client is None
+            and self._injected_async_client is None
+            and not isinstance(self._settings["verify"], ssl.SSLContext)
+        )
+
     def __repr__(self) -> str:
         key = "'**********'" if self.api_key is not None else "None"
-        return f"InfinityClient(base_url={_masked(self.base_url)!r}, api_key={key})"
+        urls = self._pool.replicas
+        shown = urls[0].shown if len(urls) == 1 else [replica.shown for replica in urls]
+        return f"InfinityClient(base_url={shown!r}, api_key={key})"
+
+    def replicas(self) -> list[ReplicaState]:
+        """Each replica's state now (URL, requests in flight, failures, out of rotation until
+        when), in the order of ``base_url``: for logs and dashboards."""
+        return self._pool.states()
 
     # --- embeddings --------------------------------------------------------------------------
 
@@ -410,14 +479,16 @@ class InfinityClient:
         return await self._arun(protocol.plan_models(), None, None)
 
     def health(self) -> bool:
-        """``True`` if ``GET /health`` answers 200 (one try); raises :class:`InfinityError`."""
-        call = protocol.plan_health().calls[0]
-        return self._send(call)
+        """``True`` if ``GET /health`` answers 200 on a replica (one try each); else raises
+        the last :class:`InfinityError`, naming every URL tried."""
+        return self._call(protocol.plan_health().calls[0], self._health_attempts())
 
     async def ahealth(self) -> bool:
         """Async :meth:`health`."""
-        call = protocol.plan_health().calls[0]
-        return await self._asend(call)
+        return await self._acall(protocol.plan_health().calls[0], self._health_attempts())
+
+    def _health_attempts(self) -> Attempts:
+        return Attempts(self._pool, self.retry, every_replica_once=True)
 
     def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.5) -> None:
         """Poll ``/health`` until the server answers (models loaded) or ``timeout`` passes."""
@@ -427,7 +498,7 @@ class InfinityClient:
                 self.health()
                 return
             except InfinityError as error:
-                _raise_if_not_ready_by(deadline, timeout, error, self._root_url)
+                _raise_if_not_ready_by(deadline, timeout, error, self._shown_roots())
             time.sleep(interval)
 
     async def await_until_ready(self, timeout: float = 60.0, interval: float = 0.5) -> None:
@@ -438,7 +509,7 @@ class InfinityClient:
                 await self.ahealth()
                 return
             except InfinityError as error:
-                _raise_if_not_ready_by(deadline, timeout, error, self._root_url)
+                _raise_if_not_ready_by(deadline, timeout, error, self._shown_roots())
             await asyncio.sleep(interval)
 
     # --- running plans -----------------------------------------------------------------------
@@ -506,81 +577,90 @@ class InfinityClient:
             raise group_error.exceptions[0] from None
         return plan.combine([task.result() for task in tasks])
 
+    def _shown_roots(self) -> str:
+        return ", ".join(server_root(replica.shown) for replica in self._pool.replicas)
+
     def _concurrency(self, override: int | None, calls: int) -> int:
         limit = self.max_concurrency if override is None else override
         return min(check_positive_int(limit, "max_concurrency"), calls)
 
-    def _call(self, call: protocol.Call[T]) -> T:
-        """Send one request, retrying what may pass with backoff."""
-        retries = 0
+    def _call(self, call: protocol.Call[T], attempts: Attempts | None = None) -> T:
+        """Send one request, retrying what may pass (on another replica when there is one)."""
+        attempts = attempts or Attempts(self._pool, self.retry)
         while True:
+            replica = attempts.start()
             try:
-                return self._send(call)
+                part = self._send(call, replica)
             except InfinityError as error:
-                delay = self._retry_delay(call, retries, error)
-            time.sleep(delay)
-            retries += 1
+                delay = attempts.failed(error, self._retry_logger(call))
+            except BaseException:
+                attempts.abandoned()
+                raise
+            else:
+                attempts.succeeded()
+                return part
+            if delay:
+                time.sleep(delay)
 
-    async def _acall(self, call: protocol.Call[T]) -> T:
+    async def _acall(self, call: protocol.Call[T], attempts: Attempts | None = None) -> T:
         """Async :meth:`_call`."""
-        retries = 0
+        attempts = attempts or Attempts(self._pool, self.retry)
         while True:
+            replica = attempts.start()
             try:
-                return await self._asend(call)
+                part = await self._asend(call, replica)
             except InfinityError as error:
-                delay = self._retry_delay(call, retries, error)
-            await asyncio.sleep(delay)
-            retries += 1
+                delay = attempts.failed(error, self._retry_logger(call))
+            except BaseException:
+                attempts.abandoned()
+                raise
+            else:
+                attempts.succeeded()
+                return part
+            if delay:
+                await asyncio.sleep(delay)
 
-    def _retry_delay(self, call: protocol.Call[Any], retries: int, error: InfinityError) -> float:
-        """The pause before the next try; re-raises ``error`` when it must not be retried."""
-        delay = self.retry.delay(retries, error)
-        if delay is None:
-            raise error
-        logger.warning(
-            "Infinity %s %s failed (%s); retry %d of %d in %.2fs",
-            call.method,
-            call.route,
-            error,
-            retries + 1,
-            self.retry.max_retries,
-            delay,
-        )
-        return delay
+    def _retry_logger(
+        self, call: protocol.Call[Any]
+    ) -> Callable[[InfinityError, int, float], None]:
+        def log(error: InfinityError, retry: int, delay: float) -> None:
+            logger.warning(
+                "Infinity %s %s failed (%s); retry %d of %d in %.2fs",
+                call.method,
+                call.route,
+                error,
+                retry,
+                self.retry.max_retries,
+                delay,
+            )
 
-    def _send(self, call: protocol.Call[T]) -> T:
-        url = self._url(call)
-        shown = _masked(url)
+        return log
+
+    def _send(self, call: protocol.Call[T], replica: Replica) -> T:
+        url, shown = self._url(call, replica)
         started = time.perf_counter()
         try:
             response = self._http().request(
                 call.method, url, json=call.body, headers=self._headers, timeout=self.timeout
             )
-        except httpx.TimeoutException as exc:
-            raise _timeout_error(shown, exc, self.timeout) from exc
         except httpx.TransportError as exc:
-            raise _connection_error(shown, exc) from exc
-        _log_response(call, response, time.perf_counter() - started)
-        return protocol.read_response(
-            call,
-            response.status_code,
-            self._without_key(response.status_code, response.content),
-            shown,
-            retry_after=response.headers.get("retry-after"),
-        )
+            raise _transport_error(shown, exc, self.timeout) from exc
+        return self._read(call, response, shown, started)
 
-    async def _asend(self, call: protocol.Call[T]) -> T:
-        url = self._url(call)
-        shown = _masked(url)
+    async def _asend(self, call: protocol.Call[T], replica: Replica) -> T:
+        url, shown = self._url(call, replica)
         started = time.perf_counter()
         try:
             response = await self._async_http().request(
                 call.method, url, json=call.body, headers=self._headers, timeout=self.timeout
             )
-        except httpx.TimeoutException as exc:
-            raise _timeout_error(shown, exc, self.timeout) from exc
         except httpx.TransportError as exc:
-            raise _connection_error(shown, exc) from exc
+            raise _transport_error(shown, exc, self.timeout) from exc
+        return self._read(call, response, shown, started)
+
+    def _read(
+        self, call: protocol.Call[T], response: httpx.Response, shown: str, started: float
+    ) -> T:
         _log_response(call, response, time.perf_counter() - started)
         return protocol.read_response(
             call,
@@ -596,8 +676,12 @@ class InfinityClient:
             return content
         return content.replace(self.api_key.get_secret_value().encode(), b"**********")
 
-    def _url(self, call: protocol.Call[Any]) -> str:
-        return (self._root_url if call.outside_prefix else self.base_url) + call.route
+    @staticmethod
+    def _url(call: protocol.Call[Any], replica: Replica) -> tuple[str, str]:
+        """The URL to request and how it is shown (password masked)."""
+        if call.outside_prefix:
+            return replica.root_url + call.route, server_root(replica.shown) + call.route
+        return replica.base_url + call.route, replica.shown + call.route
 
     # --- connection pools --------------------------------------------------------------------
 
@@ -613,12 +697,7 @@ class InfinityClient:
     def _async_http(self) -> httpx.AsyncClient:
         if self._injected_async_client is not None:
             return self._injected_async_client
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            client = httpx.AsyncClient(timeout=self.timeout, verify=self.verify)
-            self._async_clients[loop] = client
-        return client
+        return self._async_clients.get()
 
     def close(self) -> None:
         """Close the pooled sync connections (injected clients are left open)."""
@@ -628,7 +707,7 @@ class InfinityClient:
 
     async def aclose(self) -> None:
         """Close the pooled connections of the running event loop and the sync ones."""
-        client = self._async_clients.pop(asyncio.get_running_loop(), None)
+        client = self._async_clients.pop()
         if client is not None:
             await client.aclose()
         self.close()
@@ -656,6 +735,10 @@ class InfinityClient:
         await self.aclose()
 
 
+def _rebuild_client(settings: dict[str, Any]) -> InfinityClient:
+    return InfinityClient(**settings)
+
+
 def _media(items: Sequence[MediaInput], modality: Literal["image", "audio"]) -> list[str]:
     if isinstance(items, str | bytes) or not isinstance(items, Sequence):
         raise TypeError(f"{modality}s must be a list, got {type(items).__name__}")
@@ -680,6 +763,14 @@ def _masked(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":[secure]@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _transport_error(
+    url: str, exc: httpx.TransportError, timeout: float | httpx.Timeout | None
+) -> InfinityConnectionError:
+    if isinstance(exc, httpx.TimeoutException):
+        return _timeout_error(url, exc, timeout)
+    return _connection_error(url, exc)
 
 
 def _timeout_error(

@@ -42,6 +42,28 @@ class InfinityError(Exception):
 
     #: Whether sending the same request again may succeed (connection errors, 429, 5xx).
     retryable: bool = False
+    #: Every URL the request was tried on, in order (several with several replicas).
+    urls: tuple[str, ...] = ()
+
+    def add_urls(self, urls: tuple[str, ...], *, mention: bool) -> None:
+        """Record the URLs that were tried; ``mention`` adds them to the message too."""
+        self.urls = urls
+        if mention and urls and self.args and isinstance(self.args[0], str):
+            self.args = (f"{self.args[0]} (tried {len(urls)} URL(s): {', '.join(urls)})",)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuilt without calling __init__ (whose arguments are keyword-only): an error
+        # raised in a worker process (multiprocessing, Ray) reaches the parent intact.
+        return (_rebuild_error, (type(self), self.args, self.__dict__))
+
+
+def _rebuild_error(
+    kind: type[InfinityError], args: tuple[object, ...], state: dict[str, object]
+) -> InfinityError:
+    error = kind.__new__(kind)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class InfinityAPIError(InfinityError):

@@ -16,6 +16,7 @@ __all__ = [
     "ClassifyResult",
     "EmbeddingResult",
     "ModelInfo",
+    "ReplicaState",
     "RerankItem",
     "RerankResult",
     "Usage",
@@ -119,3 +120,24 @@ class ModelInfo:
     owned_by: str | None = None
     created: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaState:
+    """One replica of an :class:`~infinity_rag.InfinityClient`, as its pool sees it now.
+
+    ``out_until`` is a wall-clock time (``time.time()``) until which the replica is out of
+    rotation (after failures) or spared (after a 429); ``None`` while it takes requests.
+    """
+
+    url: str
+    in_flight: int
+    consecutive_failures: int
+    out_until: float | None
+    requests: int
+    failures: int
+
+    @property
+    def available(self) -> bool:
+        """Whether the replica takes requests now (it is not out of rotation)."""
+        return self.out_until is None

@@ -20,10 +20,12 @@ from infinity_rag._config import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
+    http_clients_cannot_travel,
     resolve_api_key,
-    resolve_base_url,
+    resolve_base_url_field,
     settings_clash_with_client,
 )
+from infinity_rag._pool import DEFAULT_MAX_REPLICA_BACKOFF, DEFAULT_REPLICA_BACKOFF
 from infinity_rag.client import InfinityClient
 
 #: Fields that configure the connection: with an injected ``client`` they belong to it.
@@ -35,21 +37,24 @@ _CONNECTION_FIELDS = (
     "default_headers",
     "http_client",
     "http_async_client",
+    "replica_backoff",
+    "max_replica_backoff",
 )
 
 
 class InfinityBase(Serializable):
     """Connection settings and the shared :class:`~infinity_rag.InfinityClient`."""
 
-    infinity_api_base: str = Field(
+    infinity_api_base: str | list[str] = Field(
         alias="base_url",
         default_factory=from_env(BASE_URL_ENV_VARS, default=DEFAULT_BASE_URL),
         validate_default=True,
     )
-    """The server's URL, including any ``--url-prefix`` such as ``/v1``.
+    """The server's URL, including any ``--url-prefix`` such as ``/v1``; or a list of
+    replicas' URLs (requests go to the least busy, failed ones are left out for a while).
 
-    Read from ``INFINITY_API_BASE``, then ``INFINITY_API_URL``, if not passed; defaults to
-    ``http://localhost:7997``."""
+    Read from ``INFINITY_API_BASE``, then ``INFINITY_API_URL`` (one URL, or several separated
+    by commas), if not passed; defaults to ``http://localhost:7997``."""
 
     infinity_api_key: SecretStr | None = Field(
         alias="api_key",
@@ -67,6 +72,13 @@ class InfinityBase(Serializable):
 
     default_headers: dict[str, str] | None = None
     """Extra headers sent with every request (e.g. for a gateway in front of Infinity)."""
+
+    replica_backoff: float = Field(default=DEFAULT_REPLICA_BACKOFF, ge=0)
+    """With several replicas: seconds a failed one is left out of rotation, doubled with each
+    consecutive failure."""
+
+    max_replica_backoff: float = Field(default=DEFAULT_MAX_REPLICA_BACKOFF, ge=0)
+    """With several replicas: the longest a failed one is left out."""
 
     http_client: httpx.Client | None = Field(default=None, exclude=True)
     """Your own ``httpx.Client`` for sync calls (proxies, TLS, transports); not closed here."""
@@ -99,8 +111,11 @@ class InfinityBase(Serializable):
     @classmethod
     def _check_base_url(cls, value: Any) -> Any:
         # The client's own lookup: None or "" fall back to the environment (then the default),
-        # the URL must be http(s). Other types are left to pydantic's str check.
-        return resolve_base_url(value) if value is None or isinstance(value, str) else value
+        # each URL must be http(s); a comma-separated string is several replicas. Other types
+        # are left to pydantic's check.
+        if value is None or isinstance(value, str | list | tuple):
+            return resolve_base_url_field(value)
+        return value
 
     @field_validator("infinity_api_key")
     @classmethod
@@ -126,7 +141,7 @@ class InfinityBase(Serializable):
         if self.client is not None:
             self._client = self.client
             # Show (and serialize) the server the shared client talks to, not the environment's.
-            self.infinity_api_base = self.client.base_url
+            self.infinity_api_base = resolve_base_url_field(self.client.base_urls)
             self.infinity_api_key = self.client.api_key
             return self
         self._client = InfinityClient(
@@ -137,8 +152,18 @@ class InfinityBase(Serializable):
             headers=self.default_headers,
             http_client=self.http_client,
             http_async_client=self.http_async_client,
+            replica_backoff=self.replica_backoff,
+            max_replica_backoff=self.max_replica_backoff,
         )
         return self
+
+    def __getstate__(self) -> dict[Any, Any]:
+        # Pickled for a worker process (multiprocessing, Ray): the settings and the key travel,
+        # the InfinityClient rebuilds its pools there (see InfinityClient.__reduce__).
+        if self.http_client is not None or self.http_async_client is not None:
+            raise http_clients_cannot_travel(f"{type(self).__name__}")
+        state: dict[Any, Any] = super().__getstate__()
+        return state
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
         # Copies share the InfinityClient and httpx clients (connection pools, locks): like

@@ -24,9 +24,10 @@ from infinity_rag._config import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     resolve_api_key,
-    resolve_base_url,
+    resolve_base_url_field,
     settings_clash_with_client,
 )
+from infinity_rag._pool import DEFAULT_MAX_REPLICA_BACKOFF, DEFAULT_REPLICA_BACKOFF
 from infinity_rag.client import InfinityClient
 
 # What an injected client already decides; setting one of these as well is ambiguous.
@@ -38,9 +39,9 @@ _CLIENT_SETTINGS = (
     "default_headers",
     "http_client",
     "async_http_client",
+    "replica_backoff",
+    "max_replica_backoff",
 )
-# Objects that hold sockets or locks: never pickled nor serialized.
-_UNPICKLABLE = {"client": None, "http_client": None, "async_http_client": None}
 
 
 class InfinityConnection(BaseModel):
@@ -56,10 +57,12 @@ class InfinityConnection(BaseModel):
     # A validation error would otherwise print the whole input, api_key included.
     model_config = ConfigDict(arbitrary_types_allowed=True, hide_input_in_errors=True)
 
-    base_url: str | None = Field(
+    base_url: str | list[str] | None = Field(
         default=None,
-        description="The server's URL with any --url-prefix; default: INFINITY_API_BASE, "
-        "then INFINITY_API_URL, then http://localhost:7997.",
+        description="The server's URL with any --url-prefix, or a list of replicas' URLs "
+        "(requests go to the least busy; failed ones are left out for a while); default: "
+        "INFINITY_API_BASE, then INFINITY_API_URL (several URLs separated by commas), then "
+        "http://localhost:7997.",
     )
     api_key: SecretStr | None = Field(
         default=None,
@@ -78,6 +81,17 @@ class InfinityConnection(BaseModel):
         default=None,
         gt=0,
         description="Requests of one call in flight at once; default: the client's (4).",
+    )
+    replica_backoff: float = Field(
+        default=DEFAULT_REPLICA_BACKOFF,
+        ge=0,
+        description="With several replicas: seconds a failed one is left out of rotation, "
+        "doubled with each consecutive failure.",
+    )
+    max_replica_backoff: float = Field(
+        default=DEFAULT_MAX_REPLICA_BACKOFF,
+        ge=0,
+        description="With several replicas: the longest a failed one is left out.",
     )
     extra_body: dict[str, Any] | None = Field(
         default=None, description="Extra JSON fields added to every request body."
@@ -109,14 +123,14 @@ class InfinityConnection(BaseModel):
 
     @field_validator("base_url")
     @classmethod
-    def _check_base_url(cls, value: str | None) -> str | None:
+    def _check_base_url(cls, value: str | list[str] | None) -> str | list[str] | None:
         # A field validator, so that a bad URL's error carries only the URL, never the key.
-        return None if value is None else resolve_base_url(value)
+        return None if value is None else resolve_base_url_field(value)
 
     @model_validator(mode="after")
     def _connect(self) -> Self:
         if self.client is None:
-            self.base_url = resolve_base_url(self.base_url)
+            self.base_url = resolve_base_url_field(self.base_url)
             self.api_key = resolve_api_key(self.api_key)
             self._client = InfinityClient(
                 base_url=self.base_url,
@@ -126,6 +140,8 @@ class InfinityConnection(BaseModel):
                 headers=self.default_headers,
                 http_client=self.http_client,
                 http_async_client=self.async_http_client,
+                replica_backoff=self.replica_backoff,
+                max_replica_backoff=self.max_replica_backoff,
             )
             return self
         clashing = [
@@ -137,7 +153,7 @@ class InfinityConnection(BaseModel):
             raise settings_clash_with_client(clashing)
         client = self.client
         self._client = client
-        self.base_url = client.base_url
+        self.base_url = resolve_base_url_field(client.base_urls)
         self.api_key = client.api_key
         self.max_retries = client.retry.max_retries
         if client.timeout is None or isinstance(client.timeout, int | float):
@@ -145,9 +161,19 @@ class InfinityConnection(BaseModel):
         return self
 
     def __getstate__(self) -> dict[Any, Any]:
-        # HTTP clients cannot be pickled: the copy builds its own client from the (mirrored)
-        # connection fields when it is unpickled, instead of losing them with a warning.
-        clone = self.model_copy(update=_UNPICKLABLE)
+        # Pickled for a worker process (IngestionPipeline(num_workers=...), multiprocessing,
+        # Ray): the settings and the key travel. A shared client travels as its settings
+        # (InfinityClient.__reduce__); LlamaIndex rebuilds a component by calling __init__
+        # with the pickled fields, so the connection fields mirrored from it stay behind (they
+        # would clash with it). HTTP clients cannot travel: the copy builds its own pool from
+        # the connection fields (mirrored from a shared client that holds injected ones).
+        update: dict[str, Any] = {"http_client": None, "async_http_client": None}
+        if self.client is not None and not self.client.can_be_pickled():
+            update["client"] = None
+        clone = self.model_copy(update=update)
         clone.__pydantic_private__ = {**(clone.__pydantic_private__ or {}), "_client": None}
         state: dict[Any, Any] = super(InfinityConnection, clone).__getstate__()
+        if clone.client is not None:
+            for name in _CLIENT_SETTINGS:
+                state["__dict__"].pop(name, None)
         return state
