@@ -8,14 +8,15 @@ serve the same model names.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 import sys
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -29,6 +30,24 @@ from integration_tests.fleet import Fleet, NginxUnavailable, ensure_nginx
 
 if TYPE_CHECKING:
     from llama_index.core.instrumentation.events import BaseEvent
+
+
+Mode = str  # "sync" | "async"
+
+
+def close_enough(a: list[list[float]], b: list[list[float]], tol: float = 1e-5) -> bool:
+    """Same number of vectors, same lengths, every component within ``tol``, in order."""
+    return len(a) == len(b) and all(
+        len(x) == len(y) and max(abs(p - q) for p, q in zip(x, y, strict=True)) <= tol
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def run(mode: Mode, sync_call: Callable[[], Any], async_call: Callable[[], Awaitable[Any]]) -> Any:
+    """Call the sync or the async twin (the async one on a fresh loop, in this thread)."""
+    if mode == "sync":
+        return sync_call()
+    return asyncio.run(async_call())
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -40,6 +40,7 @@ import pytest
 
 from infinity_rag import EmbeddingResult, InfinityClient, InfinityConnectionError
 from infinity_rag._config import DEFAULT_BATCH_SIZE
+from integration_tests.conftest import Mode, close_enough, run
 from integration_tests.fleet import Fleet, KillSwitch, Nginx
 from integration_tests.fleet_workers import ChunkAnswer, embed_chunk, shown_forms
 
@@ -49,22 +50,6 @@ TEXTS = [f"replica passage {i}: a sentence about topic {i % 89} and item {i}" fo
 #: defaults, 1 s doubling to 30 s, would make the tests wait half a minute for nothing).
 REPLICA_BACKOFF = 0.5
 MAX_REPLICA_BACKOFF = 4.0
-
-Mode = str  # "sync" | "async"
-
-
-def close_enough(a: list[list[float]], b: list[list[float]], tol: float = 1e-5) -> bool:
-    return len(a) == len(b) and all(
-        len(x) == len(y) and max(abs(p - q) for p, q in zip(x, y, strict=True)) <= tol
-        for x, y in zip(a, b, strict=True)
-    )
-
-
-def run(mode: Mode, sync_call: Callable[[], Any], async_call: Callable[[], Awaitable[Any]]) -> Any:
-    """The sync or the async twin (the async one on a fresh loop, in this thread)."""
-    if mode == "sync":
-        return sync_call()
-    return asyncio.run(async_call())
 
 
 def fleet_client(fleet: Fleet, **kwargs: Any) -> InfinityClient:
