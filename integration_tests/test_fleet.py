@@ -11,12 +11,13 @@ Three MiniLM servers on loopback (``fleet``, shared by the module), counted on t
 * nginx round-robin over two replicas, our client given nginx's one URL, one replica killed
   mid-ingestion: nothing lost (our retries of nginx's 502s);
 * the client and the LangChain / LlamaIndex embedders pickled into ``spawn`` workers
-  (``multiprocessing.Pool``, ``ProcessPoolExecutor``): every vector equals the reference, the
-  key in no repr on either side;
-* 1,000 ``asyncio.run(client.aembed(...))`` with one client: file descriptors and per-loop
-  clients stay bounded, no ResourceWarning;
-* every replica down: one ``InfinityConnectionError`` naming every URL, in bounded time
-  (last: it leaves the fleet dead, and the module's teardown stops it anyway).
+  (``multiprocessing.Pool`` for half the 5,000 texts, ``ProcessPoolExecutor`` for the other
+  half): every vector equals the reference, the key in no repr on either side;
+* 1,000 ``asyncio.run(client.aembed(...))`` with one client (from 4 threads, a loop per call):
+  file descriptors and per-loop clients stay bounded, no ResourceWarning;
+* every replica down: an ``InfinityConnectionError`` naming the URLs tried (all three for one
+  request), in a time bounded by the retry policy (last: it leaves the fleet dead, and the
+  module's teardown stops it anyway).
 """
 
 from __future__ import annotations
