@@ -32,6 +32,9 @@ setup_all() {
   setup_dev_venv
   bash scripts/setup_server.sh
   bash scripts/setup_litellm.sh   # a LiteLLM proxy in its own venv, for the proxy tests
+  # Debian's nginx, for the load-balancer test. Where it cannot be installed the script says so
+  # loudly and that test fails with the reason; the rest of the set-up and the tests go on.
+  bash scripts/setup_nginx.sh >/dev/null || echo "[setup] WARNING: no nginx: its test will fail" >&2
 }
 
 run_tests() {
