@@ -152,6 +152,18 @@ def test_when_every_replica_is_out_the_one_back_soonest_is_tried() -> None:
     assert pool.acquire() is pool.replicas[1]  # out for 1 s, the others for 2 and 4
 
 
+def test_when_all_are_out_an_untried_replica_comes_first() -> None:
+    # Other requests took every replica out; this one failed on r0 alone so far: its retry
+    # goes to a replica it has not tried, even if r0 is back sooner.
+    clock = Clock()
+    pool = make_pool(3, clock)
+    for replica, failures in zip(pool.replicas, (1, 3, 2), strict=True):
+        for _ in range(failures):
+            pool.acquire()
+            pool.release(replica, down())
+    assert pool.acquire(avoid=[pool.replicas[0]]) is pool.replicas[2]
+
+
 def test_avoid_prefers_replicas_this_request_has_not_tried() -> None:
     pool = make_pool(2)
     first = pool.replicas[0]

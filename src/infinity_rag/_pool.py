@@ -98,8 +98,8 @@ class ReplicaPool:
         """The replica for the next try, counted as in flight until :meth:`release`.
 
         In rotation and not in ``avoid`` (those that just failed this request) first, then in
-        rotation, then the one whose time out ends first; among equals, the fewest requests
-        in flight, ties at random.
+        rotation, then the one whose time out ends first (among those not in ``avoid``, if
+        any); among equals, the fewest requests in flight, ties at random.
         """
         with self._lock:
             now = self._clock()
@@ -107,11 +107,10 @@ class ReplicaPool:
             fresh = [r for r in ready if r not in avoid]
             if fresh or ready:
                 choice = self._least_busy(fresh or ready)
-            else:
-                soonest = min(r.resting_until() for r in self.replicas)
-                choice = self._least_busy(
-                    [r for r in self.replicas if r.resting_until() == soonest]
-                )
+            else:  # every replica is out: the one back soonest, untried ones first
+                untried = [r for r in self.replicas if r not in avoid] or self.replicas
+                soonest = min(r.resting_until() for r in untried)
+                choice = self._least_busy([r for r in untried if r.resting_until() == soonest])
             choice.in_flight += 1
             choice.requests += 1
             return choice
