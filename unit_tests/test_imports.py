@@ -11,6 +11,7 @@ EXPECTED_ALL = [
     "AuthenticationError",
     "ClassLabel",
     "ClassifyResult",
+    "EmbeddingArrayResult",
     "EmbeddingResult",
     "InfinityAPIError",
     "InfinityClient",
@@ -48,3 +49,14 @@ def test_core_import_pulls_in_no_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_core_import_pulls_in_no_numpy() -> None:
+    """numpy is optional (extra [numpy]): only an as_numpy=True call imports it."""
+    code = (
+        "import sys, infinity_rag, infinity_rag.client, infinity_rag._protocol, "
+        "infinity_rag._stream, infinity_rag._arrays, infinity_rag.types; "
+        "print('numpy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

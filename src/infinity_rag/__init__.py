@@ -25,6 +25,7 @@ from infinity_rag.errors import (
 from infinity_rag.types import (
     ClassifyResult,
     ClassLabel,
+    EmbeddingArrayResult,
     EmbeddingResult,
     ModelInfo,
     ReplicaState,
@@ -42,6 +43,7 @@ __all__ = [
     "AuthenticationError",
     "ClassLabel",
     "ClassifyResult",
+    "EmbeddingArrayResult",
     "EmbeddingResult",
     "InfinityAPIError",
     "InfinityClient",

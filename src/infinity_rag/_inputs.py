@@ -49,14 +49,20 @@ def check_texts(texts: object, what: str = "texts") -> list[str]:
     if isinstance(texts, str | bytes) or not isinstance(texts, Sequence):
         raise TypeError(f"{what} must be a list of strings, got {type(texts).__name__}")
     for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"{what}[{i}] must be a string, got {type(text).__name__}")
-        if len(text) > MAX_TEXT_CHARS:
-            raise ValueError(
-                f"{what}[{i}] has {len(text):,} characters; Infinity accepts at most "
-                f"{MAX_TEXT_CHARS:,} per string. Split the text into smaller chunks."
-            )
+        check_text(text, i, what)
     return list(texts)
+
+
+def check_text(text: object, index: int, what: str = "texts") -> str:
+    """One string within Infinity's length limit; ``index`` is its position, for the message."""
+    if not isinstance(text, str):
+        raise TypeError(f"{what}[{index}] must be a string, got {type(text).__name__}")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(
+            f"{what}[{index}] has {len(text):,} characters; Infinity accepts at most "
+            f"{MAX_TEXT_CHARS:,} per string. Split the text into smaller chunks."
+        )
+    return text
 
 
 def check_query(query: object) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
+from infinity_rag._arrays import ArraySink
 from infinity_rag.errors import (
     AuthenticationError,
     InfinityAPIError,
@@ -31,6 +32,7 @@ from infinity_rag.errors import (
 from infinity_rag.types import (
     ClassifyResult,
     ClassLabel,
+    EmbeddingArrayResult,
     EmbeddingResult,
     ModelInfo,
     RerankItem,
@@ -112,6 +114,14 @@ class _EmbeddingPart:
     usage: Usage
 
 
+@dataclass(frozen=True, slots=True)
+class _ArrayPart:
+    """An answer whose vectors went straight into the plan's :class:`ArraySink`."""
+
+    model: str
+    usage: Usage
+
+
 def plan_embed(
     inputs: Sequence[str],
     *,
@@ -122,6 +132,59 @@ def plan_embed(
     extra_body: Mapping[str, Any] | None,
     batch_size: int,
 ) -> Plan[_EmbeddingPart, EmbeddingResult]:
+    def parser(start: int, stop: int) -> Callable[[JSON], _EmbeddingPart]:
+        return _embedding_parser(stop - start, dimensions)
+
+    def combine(parts: list[_EmbeddingPart]) -> EmbeddingResult:
+        vectors = [vector for part in parts for vector in part.vectors]
+        return EmbeddingResult(vectors, _first_model(parts, model), _total_usage(parts))
+
+    calls = _embed_calls(
+        inputs, modality, model, encoding_format, dimensions, extra_body, batch_size, parser
+    )
+    return Plan(calls, combine)
+
+
+def plan_embed_array(
+    inputs: Sequence[str],
+    *,
+    modality: Modality,
+    model: str | None,
+    encoding_format: Literal["float", "base64"],
+    dimensions: int | None,
+    extra_body: Mapping[str, Any] | None,
+    batch_size: int,
+) -> Plan[_ArrayPart, EmbeddingArrayResult]:
+    """:func:`plan_embed` whose vectors land in one ``(n, d)`` float32 numpy array.
+
+    Each answer is decoded into its rows of an array allocated once (when the first vector
+    tells ``d``): no Python float per value on the base64 path, no concatenation at the end.
+    Raises ImportError (naming the ``[numpy]`` extra) when numpy is missing.
+    """
+    sink = ArraySink(len(inputs), dimensions)
+
+    def parser(start: int, stop: int) -> Callable[[JSON], _ArrayPart]:
+        return _array_parser(sink, start, stop - start)
+
+    def combine(parts: list[_ArrayPart]) -> EmbeddingArrayResult:
+        return EmbeddingArrayResult(sink.array(), _first_model(parts, model), _total_usage(parts))
+
+    calls = _embed_calls(
+        inputs, modality, model, encoding_format, dimensions, extra_body, batch_size, parser
+    )
+    return Plan(calls, combine)
+
+
+def _embed_calls(
+    inputs: Sequence[str],
+    modality: Modality,
+    model: str | None,
+    encoding_format: Literal["float", "base64"],
+    dimensions: int | None,
+    extra_body: Mapping[str, Any] | None,
+    batch_size: int,
+    parser: Callable[[int, int], Callable[[JSON], T]],
+) -> list[Call[T]]:
     calls = []
     for start, stop in chunks(len(inputs), batch_size):
         body = _body(
@@ -141,42 +204,44 @@ def plan_embed(
                 "POST",
                 "/embeddings",
                 body,
-                _embedding_parser(stop - start, dimensions),
+                parser(start, stop),
                 items=stop - start,
                 ints_as_floats=True,
             )
         )
+    return calls
 
-    def combine(parts: list[_EmbeddingPart]) -> EmbeddingResult:
-        vectors = [vector for part in parts for vector in part.vectors]
-        return EmbeddingResult(vectors, _first_model(parts, model), _total_usage(parts))
 
-    return Plan(calls, combine)
+def _embedding_items(payload: JSON, expected: int) -> list[tuple[int, Any]]:
+    """``(index, embedding)`` of each item of an answer: every index once, in 0..expected-1."""
+    data = _field(payload, "data", list)
+    if len(data) != expected:
+        raise InvalidResponseError(
+            f"asked for {expected} embeddings, the server returned {len(data)}"
+        )
+    seen = [False] * expected
+    items = []
+    for position, item in enumerate(data):
+        index = _integer(item.get("index", position)) if isinstance(item, dict) else None
+        if not isinstance(index, int) or not 0 <= index < expected:
+            raise InvalidResponseError(f"embedding with index {index!r} out of 0..{expected - 1}")
+        if seen[index]:
+            raise InvalidResponseError(f"the server returned index {index} twice")
+        seen[index] = True
+        embedding = item.get("embedding")
+        if isinstance(embedding, list):
+            _floats(embedding, index)
+        elif not isinstance(embedding, str):
+            raise InvalidResponseError(f"embedding {index} is neither a list nor base64")
+        items.append((index, embedding))
+    return items
 
 
 def _embedding_parser(expected: int, dimensions: int | None) -> Callable[[JSON], _EmbeddingPart]:
     def parse(payload: JSON) -> _EmbeddingPart:
-        data = _field(payload, "data", list)
-        if len(data) != expected:
-            raise InvalidResponseError(
-                f"asked for {expected} embeddings, the server returned {len(data)}"
-            )
-        vectors: list[list[float] | None] = [None] * expected
-        for position, item in enumerate(data):
-            index = _integer(item.get("index", position)) if isinstance(item, dict) else None
-            embedding = item.get("embedding") if isinstance(item, dict) else None
-            if not isinstance(index, int) or not 0 <= index < expected:
-                raise InvalidResponseError(
-                    f"embedding with index {index!r} out of 0..{expected - 1}"
-                )
-            if vectors[index] is not None:
-                raise InvalidResponseError(f"the server returned index {index} twice")
-            if isinstance(embedding, str):
-                vector = decode_base64_vector(embedding)
-            elif isinstance(embedding, list):
-                vector = _floats(embedding, index)
-            else:
-                raise InvalidResponseError(f"embedding {index} is neither a list nor base64")
+        vectors: list[list[float]] = [[] for _ in range(expected)]
+        for index, embedding in _embedding_items(payload, expected):
+            vector = decode_base64_vector(embedding) if isinstance(embedding, str) else embedding
             # A proxy may drop `dimensions` (LiteLLM renames it); Infinity itself only
             # truncates, so truncating here gives the same vector.
             if dimensions is not None and len(vector) > dimensions:
@@ -187,11 +252,19 @@ def _embedding_parser(expected: int, dimensions: int | None) -> Callable[[JSON],
                     f"{len(vector)} (a proxy such as LiteLLM does not forward `dimensions`)"
                 )
             vectors[index] = vector
-        return _EmbeddingPart(
-            vectors,  # type: ignore[arg-type]  # every slot was filled: len and uniqueness checked
-            str(payload.get("model", "")),
-            parse_usage(payload),
-        )
+        return _EmbeddingPart(vectors, str(payload.get("model", "")), parse_usage(payload))
+
+    return parse
+
+
+def _array_parser(sink: ArraySink, start: int, expected: int) -> Callable[[JSON], _ArrayPart]:
+    def parse(payload: JSON) -> _ArrayPart:
+        for index, embedding in _embedding_items(payload, expected):
+            if isinstance(embedding, str):
+                sink.put_base64(start + index, embedding, index)
+            else:
+                sink.put_floats(start + index, embedding, index)
+        return _ArrayPart(str(payload.get("model", "")), parse_usage(payload))
 
     return parse
 
@@ -425,7 +498,7 @@ def _field(payload: JSON, name: str, kind: type) -> Any:
     return value
 
 
-_Part = _EmbeddingPart | _RerankPart | _ClassifyPart
+_Part = _EmbeddingPart | _ArrayPart | _RerankPart | _ClassifyPart
 
 
 def _first_model(parts: Sequence[_Part], asked: str | None) -> str:

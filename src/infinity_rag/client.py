@@ -8,21 +8,33 @@ retries what may pass, and combines the parts in input order.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import ssl
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Callable,
+    Generator,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, Self, TypeAlias, TypedDict, TypeVar, Unpack, overload
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from pydantic import SecretStr
 
 from infinity_rag import _protocol as protocol
+from infinity_rag import _stream
+from infinity_rag._arrays import require_numpy
 from infinity_rag._config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_CONCURRENCY,
@@ -60,6 +72,7 @@ from infinity_rag._pool import (
 from infinity_rag.errors import InfinityConnectionError, InfinityError, InfinityTimeoutError
 from infinity_rag.types import (
     ClassifyResult,
+    EmbeddingArrayResult,
     EmbeddingResult,
     ModelInfo,
     ReplicaState,
@@ -75,6 +88,26 @@ R = TypeVar("R")
 
 #: Called with the number of inputs a finished request carried (drives progress bars).
 ProgressCallback = Callable[[int], None]
+
+_AnyIterable: TypeAlias = Iterable[str] | AsyncIterable[str]
+
+
+class _MediaOpts(TypedDict, total=False):
+    """The keywords of ``embed_images`` / ``embed_audio`` besides ``as_numpy`` (overloads)."""
+
+    model: str | None
+    encoding_format: EncodingFormat | None
+    dimensions: int | None
+    extra_body: Mapping[str, Any] | None
+    max_concurrency: int | None
+
+
+class _StreamOpts(_MediaOpts, total=False):
+    batch_size: int | None
+
+
+class _TextOpts(_StreamOpts, total=False):
+    on_progress: ProgressCallback | None
 
 
 class InfinityClient:
@@ -235,6 +268,18 @@ class InfinityClient:
 
     # --- embeddings --------------------------------------------------------------------------
 
+    @overload
+    def embed(
+        self, texts: Sequence[str], *, as_numpy: Literal[False] = False, **kw: Unpack[_TextOpts]
+    ) -> EmbeddingResult: ...
+    @overload
+    def embed(
+        self, texts: Sequence[str], *, as_numpy: Literal[True], **kw: Unpack[_TextOpts]
+    ) -> EmbeddingArrayResult: ...
+    @overload
+    def embed(
+        self, texts: Sequence[str], *, as_numpy: bool, **kw: Unpack[_TextOpts]
+    ) -> EmbeddingResult | EmbeddingArrayResult: ...
     def embed(
         self,
         texts: Sequence[str],
@@ -246,19 +291,35 @@ class InfinityClient:
         batch_size: int | None = None,
         max_concurrency: int | None = None,
         on_progress: ProgressCallback | None = None,
-    ) -> EmbeddingResult:
+        as_numpy: bool = False,
+    ) -> EmbeddingResult | EmbeddingArrayResult:
         """Embed ``texts``; vectors come back in input order.
 
         On the wire the default is base64 (float32; about 4x smaller and 10x faster to parse
         than JSON floats); ``encoding_format="float"`` asks for JSON floats. ``dimensions``
         truncates each vector (matryoshka models). More than ``batch_size`` texts are sent in
         chunks, ``max_concurrency`` at once. ``[]`` returns an empty result without a request.
+        ``as_numpy=True`` returns an :class:`EmbeddingArrayResult`: one ``(n, d)`` float32
+        array, decoded straight into place (needs the ``[numpy]`` extra).
         """
-        plan = self._embed_plan(
-            "text", check_texts(texts), model, encoding_format, dimensions, extra_body, batch_size
+        texts = check_texts(texts)
+        prepare, _ = self._embedder(
+            "text", model, encoding_format, dimensions, extra_body, batch_size, as_numpy
         )
-        return self._run(plan, max_concurrency, on_progress)
+        return self._run(prepare(texts), max_concurrency, on_progress)  # type: ignore[no-any-return]
 
+    @overload
+    async def aembed(
+        self, texts: Sequence[str], *, as_numpy: Literal[False] = False, **kw: Unpack[_TextOpts]
+    ) -> EmbeddingResult: ...
+    @overload
+    async def aembed(
+        self, texts: Sequence[str], *, as_numpy: Literal[True], **kw: Unpack[_TextOpts]
+    ) -> EmbeddingArrayResult: ...
+    @overload
+    async def aembed(
+        self, texts: Sequence[str], *, as_numpy: bool, **kw: Unpack[_TextOpts]
+    ) -> EmbeddingResult | EmbeddingArrayResult: ...
     async def aembed(
         self,
         texts: Sequence[str],
@@ -270,13 +331,106 @@ class InfinityClient:
         batch_size: int | None = None,
         max_concurrency: int | None = None,
         on_progress: ProgressCallback | None = None,
-    ) -> EmbeddingResult:
+        as_numpy: bool = False,
+    ) -> EmbeddingResult | EmbeddingArrayResult:
         """Async :meth:`embed`."""
-        plan = self._embed_plan(
-            "text", check_texts(texts), model, encoding_format, dimensions, extra_body, batch_size
+        texts = check_texts(texts)
+        prepare, _ = self._embedder(
+            "text", model, encoding_format, dimensions, extra_body, batch_size, as_numpy
         )
-        return await self._arun(plan, max_concurrency, on_progress)
+        return await self._arun(prepare(texts), max_concurrency, on_progress)
 
+    @overload
+    def embed_stream(
+        self, texts: Iterable[str], *, as_numpy: Literal[False] = False, **kw: Unpack[_StreamOpts]
+    ) -> Generator[EmbeddingResult, None, None]: ...
+    @overload
+    def embed_stream(
+        self, texts: Iterable[str], *, as_numpy: Literal[True], **kw: Unpack[_StreamOpts]
+    ) -> Generator[EmbeddingArrayResult, None, None]: ...
+    @overload
+    def embed_stream(
+        self, texts: Iterable[str], *, as_numpy: bool, **kw: Unpack[_StreamOpts]
+    ) -> Generator[EmbeddingResult | EmbeddingArrayResult, None, None]: ...
+    def embed_stream(
+        self,
+        texts: Iterable[str],
+        *,
+        model: str | None = None,
+        encoding_format: EncodingFormat | None = None,
+        dimensions: int | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
+        max_concurrency: int | None = None,
+        as_numpy: bool = False,
+    ) -> Generator[EmbeddingResult | EmbeddingArrayResult, None, None]:
+        """Embed any iterable of texts (a generator over a corpus larger than memory) lazily:
+        one result per chunk of ``batch_size`` texts, in input order.
+
+        At most ``max_concurrency`` requests are in flight, and only their chunks are held.
+        A bad item raises with its position in the whole stream, once the chunks before it
+        have been yielded; its chunk is never sent. Leaving early (``break``, an exception,
+        ``close()``) sends nothing more and waits for the requests already sent.
+        """
+        _stream.check_source(texts, allow_async=False)
+        prepare, size = self._embedder(
+            "text", model, encoding_format, dimensions, extra_body, batch_size, as_numpy
+        )
+        limit = self._concurrency(max_concurrency, sys.maxsize)
+        return _stream.stream(self._call, texts, prepare, size, limit)
+
+    @overload
+    def aembed_stream(
+        self, texts: _AnyIterable, *, as_numpy: Literal[False] = False, **kw: Unpack[_StreamOpts]
+    ) -> AsyncGenerator[EmbeddingResult, None]: ...
+    @overload
+    def aembed_stream(
+        self, texts: _AnyIterable, *, as_numpy: Literal[True], **kw: Unpack[_StreamOpts]
+    ) -> AsyncGenerator[EmbeddingArrayResult, None]: ...
+    @overload
+    def aembed_stream(
+        self, texts: _AnyIterable, *, as_numpy: bool, **kw: Unpack[_StreamOpts]
+    ) -> AsyncGenerator[EmbeddingResult | EmbeddingArrayResult, None]: ...
+    def aembed_stream(
+        self,
+        texts: _AnyIterable,
+        *,
+        model: str | None = None,
+        encoding_format: EncodingFormat | None = None,
+        dimensions: int | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
+        max_concurrency: int | None = None,
+        as_numpy: bool = False,
+    ) -> AsyncGenerator[EmbeddingResult | EmbeddingArrayResult, None]:
+        """Async :meth:`embed_stream` (``async for``), over a sync or an async iterable.
+
+        Leaving early cancels the requests in flight once the generator is closed: use
+        ``contextlib.aclosing(...)`` to have that happen at once.
+        """
+        _stream.check_source(texts, allow_async=True)
+        prepare, size = self._embedder(
+            "text", model, encoding_format, dimensions, extra_body, batch_size, as_numpy
+        )
+        limit = self._concurrency(max_concurrency, sys.maxsize)
+        return _stream.astream(self._acall, texts, prepare, size, limit)
+
+    @overload
+    def embed_images(
+        self,
+        images: Sequence[MediaInput],
+        *,
+        as_numpy: Literal[False] = False,
+        **kw: Unpack[_MediaOpts],
+    ) -> EmbeddingResult: ...
+    @overload
+    def embed_images(
+        self, images: Sequence[MediaInput], *, as_numpy: Literal[True], **kw: Unpack[_MediaOpts]
+    ) -> EmbeddingArrayResult: ...
+    @overload
+    def embed_images(
+        self, images: Sequence[MediaInput], *, as_numpy: bool, **kw: Unpack[_MediaOpts]
+    ) -> EmbeddingResult | EmbeddingArrayResult: ...
     def embed_images(
         self,
         images: Sequence[MediaInput],
@@ -286,14 +440,32 @@ class InfinityClient:
         dimensions: int | None = None,
         extra_body: Mapping[str, Any] | None = None,
         max_concurrency: int | None = None,
-    ) -> EmbeddingResult:
+        as_numpy: bool = False,
+    ) -> EmbeddingResult | EmbeddingArrayResult:
         """Embed images (URLs, data URIs, local paths, bytes or binary files) with a CLIP-style
         model; at most 32 go in one request."""
-        plan = self._embed_plan(
-            "image", _media(images, "image"), model, encoding_format, dimensions, extra_body, None
+        inputs = _media(images, "image")
+        prepare, _ = self._embedder(
+            "image", model, encoding_format, dimensions, extra_body, None, as_numpy
         )
-        return self._run(plan, max_concurrency, None)
+        return self._run(prepare(inputs), max_concurrency, None)  # type: ignore[no-any-return]
 
+    @overload
+    async def aembed_images(
+        self,
+        images: Sequence[MediaInput],
+        *,
+        as_numpy: Literal[False] = False,
+        **kw: Unpack[_MediaOpts],
+    ) -> EmbeddingResult: ...
+    @overload
+    async def aembed_images(
+        self, images: Sequence[MediaInput], *, as_numpy: Literal[True], **kw: Unpack[_MediaOpts]
+    ) -> EmbeddingArrayResult: ...
+    @overload
+    async def aembed_images(
+        self, images: Sequence[MediaInput], *, as_numpy: bool, **kw: Unpack[_MediaOpts]
+    ) -> EmbeddingResult | EmbeddingArrayResult: ...
     async def aembed_images(
         self,
         images: Sequence[MediaInput],
@@ -303,13 +475,31 @@ class InfinityClient:
         dimensions: int | None = None,
         extra_body: Mapping[str, Any] | None = None,
         max_concurrency: int | None = None,
-    ) -> EmbeddingResult:
+        as_numpy: bool = False,
+    ) -> EmbeddingResult | EmbeddingArrayResult:
         """Async :meth:`embed_images`."""
-        plan = self._embed_plan(
-            "image", _media(images, "image"), model, encoding_format, dimensions, extra_body, None
+        inputs = _media(images, "image")
+        prepare, _ = self._embedder(
+            "image", model, encoding_format, dimensions, extra_body, None, as_numpy
         )
-        return await self._arun(plan, max_concurrency, None)
+        return await self._arun(prepare(inputs), max_concurrency, None)
 
+    @overload
+    def embed_audio(
+        self,
+        audio: Sequence[MediaInput],
+        *,
+        as_numpy: Literal[False] = False,
+        **kw: Unpack[_MediaOpts],
+    ) -> EmbeddingResult: ...
+    @overload
+    def embed_audio(
+        self, audio: Sequence[MediaInput], *, as_numpy: Literal[True], **kw: Unpack[_MediaOpts]
+    ) -> EmbeddingArrayResult: ...
+    @overload
+    def embed_audio(
+        self, audio: Sequence[MediaInput], *, as_numpy: bool, **kw: Unpack[_MediaOpts]
+    ) -> EmbeddingResult | EmbeddingArrayResult: ...
     def embed_audio(
         self,
         audio: Sequence[MediaInput],
@@ -319,13 +509,31 @@ class InfinityClient:
         dimensions: int | None = None,
         extra_body: Mapping[str, Any] | None = None,
         max_concurrency: int | None = None,
-    ) -> EmbeddingResult:
+        as_numpy: bool = False,
+    ) -> EmbeddingResult | EmbeddingArrayResult:
         """Embed audio clips (URLs, data URIs, paths, bytes) with a CLAP-style model."""
-        plan = self._embed_plan(
-            "audio", _media(audio, "audio"), model, encoding_format, dimensions, extra_body, None
+        inputs = _media(audio, "audio")
+        prepare, _ = self._embedder(
+            "audio", model, encoding_format, dimensions, extra_body, None, as_numpy
         )
-        return self._run(plan, max_concurrency, None)
+        return self._run(prepare(inputs), max_concurrency, None)  # type: ignore[no-any-return]
 
+    @overload
+    async def aembed_audio(
+        self,
+        audio: Sequence[MediaInput],
+        *,
+        as_numpy: Literal[False] = False,
+        **kw: Unpack[_MediaOpts],
+    ) -> EmbeddingResult: ...
+    @overload
+    async def aembed_audio(
+        self, audio: Sequence[MediaInput], *, as_numpy: Literal[True], **kw: Unpack[_MediaOpts]
+    ) -> EmbeddingArrayResult: ...
+    @overload
+    async def aembed_audio(
+        self, audio: Sequence[MediaInput], *, as_numpy: bool, **kw: Unpack[_MediaOpts]
+    ) -> EmbeddingResult | EmbeddingArrayResult: ...
     async def aembed_audio(
         self,
         audio: Sequence[MediaInput],
@@ -335,30 +543,36 @@ class InfinityClient:
         dimensions: int | None = None,
         extra_body: Mapping[str, Any] | None = None,
         max_concurrency: int | None = None,
-    ) -> EmbeddingResult:
+        as_numpy: bool = False,
+    ) -> EmbeddingResult | EmbeddingArrayResult:
         """Async :meth:`embed_audio`."""
-        plan = self._embed_plan(
-            "audio", _media(audio, "audio"), model, encoding_format, dimensions, extra_body, None
+        inputs = _media(audio, "audio")
+        prepare, _ = self._embedder(
+            "audio", model, encoding_format, dimensions, extra_body, None, as_numpy
         )
-        return await self._arun(plan, max_concurrency, None)
+        return await self._arun(prepare(inputs), max_concurrency, None)
 
-    def _embed_plan(
+    def _embedder(
         self,
         modality: protocol.Modality,
-        inputs: list[str],
         model: str | None,
         encoding_format: EncodingFormat | None,
         dimensions: int | None,
         extra_body: Mapping[str, Any] | None,
         batch_size: int | None,
-    ) -> protocol.Plan[Any, EmbeddingResult]:
+        as_numpy: bool,
+    ) -> tuple[Callable[[list[str]], protocol.Plan[Any, Any]], int]:
+        """The arguments checked, as a function from inputs to their plan, and the chunk size."""
         if modality == "text":
             size = self.batch_size if batch_size is None else batch_size
             size = check_batch_size(size, "batch_size", MAX_ITEMS_PER_REQUEST)
         else:
             size = min(self.batch_size, MAX_MEDIA_ITEMS_PER_REQUEST)
-        return protocol.plan_embed(
-            inputs,
+        if as_numpy:
+            require_numpy()
+        plan = protocol.plan_embed_array if as_numpy else protocol.plan_embed
+        prepare = functools.partial(
+            plan,
             modality=modality,
             model=model,
             encoding_format=check_encoding_format(encoding_format or "base64"),
@@ -366,6 +580,7 @@ class InfinityClient:
             extra_body=extra_body,
             batch_size=size,
         )
+        return prepare, size
 
     # --- rerank ------------------------------------------------------------------------------
 

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # numpy is optional (extra [numpy]); this module never imports it
+    import numpy as np
+    from numpy.typing import NDArray
 
 __all__ = [
     "Capability",
     "ClassLabel",
     "ClassifyResult",
+    "EmbeddingArrayResult",
     "EmbeddingResult",
     "ModelInfo",
     "ReplicaState",
@@ -54,6 +59,41 @@ class EmbeddingResult:
 
     def __getitem__(self, index: int) -> list[float]:
         return self.embeddings[index]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EmbeddingArrayResult:
+    """Vectors in the order of the inputs, as one ``(n, d)`` float32 ``numpy.ndarray``.
+
+    What ``embed(..., as_numpy=True)`` returns. Rows are views into ``embeddings``; two
+    results are equal when their arrays, models and usage are.
+    """
+
+    embeddings: NDArray[np.float32]
+    model: str
+    usage: Usage = field(default_factory=Usage)
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    def __iter__(self) -> Iterator[NDArray[np.float32]]:
+        return iter(self.embeddings)
+
+    def __getitem__(self, index: int) -> NDArray[np.float32]:
+        row: NDArray[np.float32] = self.embeddings[index]
+        return row
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EmbeddingArrayResult):
+            return NotImplemented
+        return (
+            self.model == other.model
+            and self.usage == other.usage
+            and self.embeddings.shape == other.embeddings.shape
+            and bool((self.embeddings == other.embeddings).all())
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # an array is mutable
 
 
 @dataclass(frozen=True, slots=True)

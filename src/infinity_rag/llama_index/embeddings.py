@@ -14,6 +14,7 @@ from llama_index.core.schema import ImageType
 from infinity_rag._config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY
 from infinity_rag._inputs import MediaInput, check_texts
 from infinity_rag.llama_index._connection import InfinityConnection
+from infinity_rag.types import EmbeddingResult
 
 __all__ = ["DEFAULT_EMBED_BATCH_SIZE", "DEFAULT_NUM_WORKERS", "InfinityEmbedding"]
 
@@ -141,11 +142,15 @@ class InfinityEmbedding(InfinityConnection, MultiModalEmbedding):
         return await self._aembed(texts, self.text_instruction)
 
     def _embed(self, texts: Sequence[str], instruction: str | None) -> list[Embedding]:
-        result = self._client.embed(_instructed(texts, instruction), **self._options())
+        result: EmbeddingResult = self._client.embed(
+            _instructed(texts, instruction), **self._options()
+        )
         return result.embeddings
 
     async def _aembed(self, texts: Sequence[str], instruction: str | None) -> list[Embedding]:
-        result = await self._client.aembed(_instructed(texts, instruction), **self._options())
+        result: EmbeddingResult = await self._client.aembed(
+            _instructed(texts, instruction), **self._options()
+        )
         return result.embeddings
 
     # --- images ------------------------------------------------------------------------------
@@ -157,11 +162,15 @@ class InfinityEmbedding(InfinityConnection, MultiModalEmbedding):
         return (await self._aget_image_embeddings([img_file_path]))[0]
 
     def _get_image_embeddings(self, img_file_paths: list[ImageType]) -> list[Embedding]:
-        result = self._client.embed_images(_images(img_file_paths), **self._options())
+        result: EmbeddingResult = self._client.embed_images(
+            _images(img_file_paths), **self._options()
+        )
         return result.embeddings
 
     async def _aget_image_embeddings(self, img_file_paths: list[ImageType]) -> list[Embedding]:
-        result = await self._client.aembed_images(_images(img_file_paths), **self._options())
+        result: EmbeddingResult = await self._client.aembed_images(
+            _images(img_file_paths), **self._options()
+        )
         return result.embeddings
 
     # --- shared ------------------------------------------------------------------------------

@@ -1,0 +1,13 @@
+"""Checked by mypy in test_typing.py: each line marked `# E` must be refused."""
+
+from __future__ import annotations
+
+from infinity_rag import InfinityClient
+
+
+def check(client: InfinityClient) -> None:
+    client.embed(["a"], as_numpy=True).embeddings.append([1.0])  # E
+    shape = client.embed(["a"]).embeddings.shape  # E
+    del shape
+    client.embed(["a"], modle="m")  # E
+    client.embed_stream(["a"], on_progress=print)  # E
