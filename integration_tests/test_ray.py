@@ -111,7 +111,8 @@ def corpus() -> list[str]:
 
 @pytest.fixture(scope="module")
 def reference(replicas: Replicas, corpus: list[str]) -> np.ndarray:
-    """What InfinityClient.embed returns for the corpus, computed before any Ray run."""
+    """What InfinityClient.embed returns for the corpus, computed before any Ray run (as
+    lists of floats: the runs decode with as_numpy=True, the reference does not)."""
     with replicas.client() as client:
         vectors = np.asarray(client.embed(corpus, model=MODEL).embeddings, dtype=np.float32)
     assert vectors.shape == (ROWS, 384)
@@ -209,8 +210,8 @@ def test_plain_function_closing_over_a_client(
     client = replicas.client(batch_size=128)
 
     def embed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        result = client.embed(batch["text"].tolist(), model=MODEL)  # the client travels
-        return {"id": batch["id"], "embedding": np.asarray(result.embeddings, np.float32)}
+        result = client.embed(batch["text"].tolist(), model=MODEL, as_numpy=True)  # travels
+        return {"id": batch["id"], "embedding": result.embeddings}
 
     before = replicas.embed_requests()
     ds = dataset(corpus, SUBSET).map_batches(embed, batch_size=250, num_cpus=0.5)
@@ -290,8 +291,8 @@ def test_a_task_killed_mid_run_is_retried_and_nothing_is_lost_or_doubled(
 
     def embed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         maybe_die(batch)  # killed before its requests: the retry sends them
-        result = client.embed(batch["text"].tolist(), model=MODEL)
-        return {"id": batch["id"], "embedding": np.asarray(result.embeddings, np.float32)}
+        result = client.embed(batch["text"].tolist(), model=MODEL, as_numpy=True)
+        return {"id": batch["id"], "embedding": result.embeddings}
 
     # Ray retries a task whose worker died (max_retries, 3 by default).
     ds = dataset(corpus, SUBSET).map_batches(embed, batch_size=250, num_cpus=0.5)

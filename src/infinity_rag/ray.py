@@ -178,16 +178,14 @@ class EmbedBatches:
         return where
 
     def _embed(self, texts: list[str]) -> NDArray[np.float32]:
-        result = self.client.embed(
+        return self.client.embed(
             texts,
+            as_numpy=True,
             model=self.model,
             dimensions=self.dimensions,
             encoding_format=self.encoding_format,
             extra_body=self.extra_body,
-        )
-        if not result.embeddings:
-            return np.empty((0, self.dimensions or 0), dtype=np.float32)
-        return np.asarray(result.embeddings, dtype=np.float32)
+        ).embeddings
 
 
 def _is_null(value: object) -> bool:
