@@ -317,6 +317,9 @@ def test_a_null_row_fails_the_job_naming_the_column_and_the_row(
         batch_size=20,
         num_cpus=0.5,
     )
-    with pytest.raises(Exception, match=r"column 'text', row 7 of this batch \(id=.*7\)"):
+    # Ray reports the UDF's TypeError (not retried: a user error) with its message.
+    with pytest.raises(
+        ray.exceptions.UserCodeException, match=r"column 'text', row 7 of this batch \(id=.*7\)"
+    ):
         ds.materialize()
     assert replicas.embed_requests() == before  # refused before any request
