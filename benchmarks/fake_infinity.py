@@ -12,6 +12,16 @@ writes bytes it already has. The vector dimension comes from the model name: a n
 ``-1024`` (e.g. ``fake-1024``) gets 1024 dimensions, anything else 384.
 
 Run: ``python fake_infinity.py --port P`` (prints ``READY <port>`` once it listens).
+
+``--service-ms-per-256 MS`` makes it a stand-in *replica*: each ``/embeddings`` answer then
+takes ``MS * n / 256`` milliseconds of "accelerator" time for ``n`` inputs, and the process
+has one accelerator that serves one request at a time, in arrival order (a GPU running one
+batch after another; a queued request starts when the one before it ends, not when the event
+loop gets round to it). ``GET /stats`` then reports what the replica did (requests, vectors,
+accelerator seconds, seconds queued, how late the loop woke after a batch ended, the
+process's CPU seconds and the seconds it waited for a core), so that a driver can tell
+whether the replicas or their own CPU were the limit.
+Without the option (the default) answers are immediate, as before.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import random
 import struct
 import time
@@ -107,26 +118,83 @@ def rerank_body(count: int, model: str, top_n: int | None, documents: list[str] 
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
+class Accelerator:
+    """One replica's GPU: serves one request at a time, ``ms_per_256 * n / 256`` ms each.
+
+    A request arriving while another is served starts when that one ends (``free_at``), so
+    the accelerator is never idle while requests wait, whatever the event loop's delays.
+    """
+
+    def __init__(self, ms_per_256: float) -> None:
+        self.seconds_per_item = ms_per_256 / 256 / 1000
+        self.free_at = 0.0
+        self.requests = 0
+        self.vectors = 0
+        self.busy = 0.0  # accelerator seconds of all requests
+        self.late = 0.0  # total seconds the event loop woke up after a batch had ended
+        self.late_max = 0.0
+        self.queued = 0.0  # total seconds requests waited for the ones before them
+
+    async def serve(self, count: int) -> None:
+        now = time.monotonic()
+        service = count * self.seconds_per_item
+        start = max(now, self.free_at)
+        self.queued += start - now
+        end = self.free_at = start + service
+        self.requests += 1
+        self.vectors += count
+        self.busy += service
+        await asyncio.sleep(end - now)
+        late = time.monotonic() - end
+        self.late += late
+        self.late_max = max(self.late_max, late)
+
+    def stats(self) -> dict[str, float]:
+        times = os.times()
+        try:  # seconds the event loop was ready to run but waited for a core (Linux)
+            with open("/proc/thread-self/schedstat") as fh:
+                waited = int(fh.read().split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            waited = 0.0
+        return {
+            "requests": self.requests,
+            "vectors": self.vectors,
+            "busy_s": self.busy,
+            "queued_s": self.queued,
+            "late_s": self.late,
+            "late_max_s": self.late_max,
+            "cpu_s": times.user + times.system,
+            "runqueue_wait_s": waited,
+            "monotonic": time.monotonic(),
+        }
+
+
+ACCELERATOR: Accelerator | None = None  # set by --service-ms-per-256
+
+
 def _dim(model: str) -> int:
     return 1024 if model.endswith("-1024") else 384
 
 
-def _error(status: int, detail: str) -> tuple[int, bytes]:
-    return status, json.dumps({"detail": detail}).encode()
+def _error(status: int, detail: str) -> tuple[int, bytes, int]:
+    return status, json.dumps({"detail": detail}).encode(), 0
 
 
-def handle(method: str, path: str, body: bytes) -> tuple[int, bytes]:
+def handle(method: str, path: str, body: bytes) -> tuple[int, bytes, int]:
+    """The answer's status and body, and how many inputs it embedded (0 but for embeddings)."""
     path = path.split("?", 1)[0]
     if path.startswith("/v1/"):
         path = path[3:]
+    if method == "GET" and path == "/stats" and ACCELERATOR is not None:
+        return 200, json.dumps(ACCELERATOR.stats()).encode(), 0
     if method == "GET" and path == "/health":
-        return 200, json.dumps({"unix": time.time()}).encode()
+        return 200, json.dumps({"unix": time.time()}).encode(), 0
     if method == "GET" and path == "/models":
         models = [
             {"id": name, "object": "model", "owned_by": "infinity", "capabilities": ["embed"]}
             for name in ("fake-384", "fake-1024")
         ]
-        return 200, json.dumps({"data": models, "object": "list"}).encode()
+        return 200, json.dumps({"data": models, "object": "list"}).encode(), 0
     if method != "POST":
         return _error(405, "Method Not Allowed")
     try:
@@ -143,14 +211,14 @@ def handle(method: str, path: str, body: bytes) -> tuple[int, bytes]:
         fmt = request.get("encoding_format") or "float"
         if fmt not in ("float", "base64"):
             return _error(422, f"bad encoding_format {fmt!r}")
-        return 200, embedding_body(_dim(model), fmt, len(inputs), model)
+        return 200, embedding_body(_dim(model), fmt, len(inputs), model), len(inputs)
     if path == "/rerank":
         documents = request.get("documents")
         if not isinstance(documents, list) or not documents or len(documents) > 2048:
             return _error(422, "documents must be a list of 1..2048 strings")
         top_n = request.get("top_n")
         keep = documents if request.get("return_documents") else None
-        return 200, rerank_body(len(documents), model, top_n, keep)
+        return 200, rerank_body(len(documents), model, top_n, keep), 0
     return _error(404, "Not Found")
 
 
@@ -191,7 +259,9 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
             if headers.get("expect", "").lower() == "100-continue":
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = await _read_body(reader, headers)
-            status, payload = handle(method, target, body)
+            status, payload, embedded = handle(method, target, body)
+            if ACCELERATOR is not None and embedded:
+                await ACCELERATOR.serve(embedded)
             close = headers.get("connection", "").lower() == "close" or version.strip() == (
                 "HTTP/1.0"
             )
@@ -226,6 +296,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--service-ms-per-256",
+        type=float,
+        default=0.0,
+        help="accelerator time per 256 inputs, one request at a time (default 0: immediate)",
+    )
     args = parser.parse_args()
+    if args.service_ms_per_256 > 0:
+        ACCELERATOR = Accelerator(args.service_ms_per_256)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(args.host, args.port))

@@ -256,12 +256,19 @@ def _plan_i(quick: bool, patches: list[str]) -> list[Job]:
 
 
 class Runner:
-    def __init__(self, timeout: float, profile_dir: Path | None, save: Callable[[], None]):
+    def __init__(
+        self,
+        timeout: float,
+        profile_dir: Path | None,
+        save: Callable[[], None],
+        python: Path | None = None,  # the interpreter for every job (default: its venv's)
+    ):
         self.timeout = timeout
         self.profile_dir = profile_dir
         self.save = save
+        self.python = python
 
-    def run_once(self, job: Job, url: str) -> dict[str, Any]:
+    def run_once(self, job: Job, url: str | list[str]) -> dict[str, Any]:
         if job.scenario == "I":
             return self.count_instructions(job, url)
         cfg = dict(job.cfg, client=job.client, url=url)
@@ -270,7 +277,7 @@ class Runner:
             cfg["profile"] = str(self.profile_dir / (re.sub(r"[^\w.=-]+", "_", name) + ".pstats"))
         try:
             proc = subprocess.run(
-                [str(PYTHON[job.venv]), str(BENCH / "workload.py"), json.dumps(cfg)],
+                [str(self.python or PYTHON[job.venv]), str(BENCH / "workload.py"), json.dumps(cfg)],
                 capture_output=True,
                 text=True,
                 timeout=self.timeout,
@@ -336,9 +343,10 @@ class Runner:
 
 
 @contextmanager
-def fake_server() -> Iterator[tuple[str, int]]:
+def fake_server(*options: str, python: Path | None = None) -> Iterator[tuple[str, int]]:
+    """``fake_infinity.py`` on a free port (its ``options`` added): yields (URL, pid)."""
     proc = subprocess.Popen(
-        [str(PYTHON["peers"]), str(BENCH / "fake_infinity.py"), "--port", "0"],
+        [str(python or PYTHON["peers"]), str(BENCH / "fake_infinity.py"), "--port", "0", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

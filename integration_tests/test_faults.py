@@ -17,11 +17,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import queue
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -40,30 +39,16 @@ from infinity_rag import (
     ServerError,
 )
 from infinity_rag._config import RetryPolicy
-from integration_tests.conftest import ServerInfo
+from integration_tests.conftest import Mode, ServerInfo, close_enough, run
 from integration_tests.fault_proxy import Fault, FaultProxy
+from integration_tests.fleet import Keeper
 
 TEXTS = [f"fault tolerance sentence number {i}" for i in range(12)]
 
 #: Quick retries for the proxy tests: the faults are injected, not waited out.
 FAST_RETRY = RetryPolicy(max_retries=3, initial_delay=0.01, max_delay=0.05)
 
-Mode = str  # "sync" | "async"
 MODES = ["sync", "async"]
-
-
-def close_enough(a: list[list[float]], b: list[list[float]], tol: float = 1e-5) -> bool:
-    return len(a) == len(b) and all(
-        len(x) == len(y) and max(abs(p - q) for p, q in zip(x, y, strict=True)) <= tol
-        for x, y in zip(a, b, strict=True)
-    )
-
-
-def run(mode: Mode, sync_call: Callable[[], Any], async_call: Callable[[], Awaitable[Any]]) -> Any:
-    """Call the sync or the async twin (the async one on a fresh loop, in this thread)."""
-    if mode == "sync":
-        return sync_call()
-    return asyncio.run(async_call())
 
 
 # --- fault proxy in front of the session's server -----------------------------------------------
@@ -494,41 +479,6 @@ CRASH_TEXTS = [f"passage {i}: a sentence about topic {i % 97} and item {i}" for 
 #: min(2, 0.5 * 2**n) (equal jitter): 120 retries wait at least 2 minutes in all, and a server
 #: that is back is found within 2 s.
 CRASH_RETRY = RetryPolicy(max_retries=120, initial_delay=0.5, max_delay=2.0)
-
-
-class Keeper:
-    """One long-lived thread that (re)starts the server.
-
-    ``LocalInfinityServer`` asks Linux to SIGKILL the server when the thread that started it
-    ends (``PR_SET_PDEATHSIG``: no orphan server if a test run is killed), so a restart must
-    not come from a short-lived thread: it comes from this one, which lives as long as the
-    module's server.
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.Queue[tuple[Callable[[], None], threading.Event] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="server-keeper", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            work, done = job
-            try:
-                work()
-            finally:
-                done.set()
-
-    def submit(self, work: Callable[[], None]) -> threading.Event:
-        done = threading.Event()
-        self._jobs.put((work, done))
-        return done
-
-    def run(self, work: Callable[[], None], timeout: float = 300) -> None:
-        assert self.submit(work).wait(timeout), "the server keeper did not finish in time"
-
-    def close(self) -> None:
-        self._jobs.put(None)
-        self._thread.join(30)
 
 
 class Crasher:

@@ -5,8 +5,7 @@
 ``[llama-index]``). Importing this package imports neither framework.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
+from infinity_rag._version import __version__
 from infinity_rag.client import InfinityClient
 from infinity_rag.errors import (
     AuthenticationError,
@@ -33,11 +32,6 @@ from infinity_rag.types import (
     RerankResult,
     Usage,
 )
-
-try:
-    __version__ = version("infinity-rag")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0"
 
 __all__ = [
     "AuthenticationError",

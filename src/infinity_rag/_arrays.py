@@ -7,7 +7,7 @@ hand each vector of an answer to an :class:`ArraySink`, which writes it into its
 
 from __future__ import annotations
 
-import base64
+import binascii
 import threading
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -54,38 +54,73 @@ class ArraySink:
             return self._np.empty((self.rows, self.dimensions or 0), dtype=self._np.float32)  # type: ignore[no-any-return]
         return self._array
 
-    def put_base64(self, row: int, data: str, index: int) -> None:
-        """Little-endian float32 in base64 (Infinity's ``encoding_format="base64"``)."""
-        raw = base64.b64decode(data)
-        if len(raw) % 4:
-            raise InvalidResponseError(
-                f"base64 embedding has {len(raw)} bytes, not a whole number of float32 values"
-            )
-        self._put(row, self._np.frombuffer(raw, dtype="<f4"), len(raw) // 4, index)
+    def put(self, start: int, order: list[int] | None, embeddings: list[Any]) -> None:
+        """One answer's vectors: ``embeddings[j]`` goes to row ``start + order[j]`` (``order``
+        ``None``: to ``start + j``). Each is base64 (little-endian float32) or a list of numbers
+        (already checked to be numbers)."""
+        block = self._block(embeddings)
+        if block is None:  # mixed kinds or lengths: row by row, which names the odd one out
+            for j, embedding in enumerate(embeddings):
+                index = j if order is None else order[j]
+                self._put_row(start + index, embedding, index)
+            return
+        target = self._target(block.shape[1] if self.dimensions is None else self.dimensions)
+        block = self._fit(block, target.shape[1], 0)
+        if order is None:
+            target[start : start + len(block)] = block
+        else:
+            target[self._np.asarray(order, dtype=self._np.intp) + start] = block
 
-    def put_floats(self, row: int, values: list[Any], index: int) -> None:
-        """JSON floats (already checked to be numbers)."""
-        self._put(row, values, len(values), index)
+    def _block(self, embeddings: list[Any]) -> NDArray[Any] | None:
+        """All the vectors as one ``(k, w)`` array, if they have one kind and one length.
 
-    def _put(self, row: int, vector: Any, width: int, index: int) -> None:
-        if self.dimensions is not None and width < self.dimensions:
+        base64: every vector decoded by ``binascii`` (C), joined, and read with one
+        ``numpy.frombuffer``: no Python float, no numpy call per vector.
+        """
+        kinds = set(map(type, embeddings))
+        if kinds == {str}:
+            raws = list(map(binascii.a2b_base64, embeddings))
+            sizes = set(map(len, raws))
+            if len(sizes) != 1 or (size := sizes.pop()) % 4:
+                return None
+            joined = b"".join(raws)
+            return self._np.frombuffer(joined, dtype="<f4").reshape(len(raws), size // 4)  # type: ignore[no-any-return]
+        if kinds == {list} and len(set(map(len, embeddings))) == 1:
+            return self._np.array(embeddings, dtype=self._np.float32)  # type: ignore[no-any-return]
+        return None
+
+    def _put_row(self, row: int, embedding: Any, index: int) -> None:
+        if isinstance(embedding, str):
+            raw = binascii.a2b_base64(embedding)
+            if len(raw) % 4:
+                raise InvalidResponseError(
+                    f"base64 embedding has {len(raw)} bytes, not a whole number of float32 values"
+                )
+            vector = self._np.frombuffer(raw, dtype="<f4")
+        else:
+            vector = self._np.array(embedding, dtype=self._np.float32)
+        width = len(vector)
+        target = self._target(width if self.dimensions is None else self.dimensions)
+        target[row] = self._fit(vector.reshape(1, width), target.shape[1], index)[0]
+
+    def _fit(self, block: NDArray[Any], columns: int, index: int) -> NDArray[Any]:
+        """``block`` cut to ``columns`` wide (``dimensions``), or an error if it cannot be."""
+        width = block.shape[1]
+        if width == columns:
+            return block
+        if self.dimensions is not None and width > columns:
+            # A proxy may drop `dimensions` (LiteLLM renames it); Infinity itself only
+            # truncates, so truncating here gives the same vector.
+            return block[:, :columns]
+        if self.dimensions is not None:
             raise InvalidResponseError(
                 f"asked for {self.dimensions} dimensions, the model's vectors have "
                 f"{width} (a proxy such as LiteLLM does not forward `dimensions`)"
             )
-        target = self._target(width if self.dimensions is None else self.dimensions)
-        columns = target.shape[1]
-        if width == columns:
-            target[row] = vector
-        elif self.dimensions is not None:
-            # A proxy may drop `dimensions` (LiteLLM renames it); Infinity itself only
-            # truncates, so truncating here gives the same vector.
-            target[row] = vector[:columns]
-        else:
-            raise InvalidResponseError(
-                f"embedding {index} has {width} values where the others have {columns}: "
-                "the vectors do not make one array"
-            )
+        raise InvalidResponseError(
+            f"embedding {index} has {width} values where the others have {columns}: "
+            "the vectors do not make one array"
+        )
 
     def _target(self, columns: int) -> NDArray[np.float32]:
         array = self._array

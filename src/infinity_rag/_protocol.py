@@ -259,14 +259,37 @@ def _embedding_parser(expected: int, dimensions: int | None) -> Callable[[JSON],
 
 def _array_parser(sink: ArraySink, start: int, expected: int) -> Callable[[JSON], _ArrayPart]:
     def parse(payload: JSON) -> _ArrayPart:
-        for index, embedding in _embedding_items(payload, expected):
-            if isinstance(embedding, str):
-                sink.put_base64(start + index, embedding, index)
-            else:
-                sink.put_floats(start + index, embedding, index)
+        rows = _base64_rows(payload, expected)
+        if rows is None:  # JSON floats, or anything odd: checked item by item
+            items = _embedding_items(payload, expected)
+            rows = [index for index, _ in items], [embedding for _, embedding in items]
+        sink.put(start, *rows)
         return _ArrayPart(str(payload.get("model", "")), parse_usage(payload))
 
     return parse
+
+
+def _base64_rows(payload: JSON, expected: int) -> tuple[list[int] | None, list[str]] | None:
+    """The fast path for a well-formed base64 answer: its embeddings and where they go
+    (``None``: in order). ``None`` when anything is unusual; the careful path then says what."""
+    data = payload.get("data") if isinstance(payload, dict) else None
+    if not isinstance(data, list) or len(data) != expected:
+        return None
+    try:
+        indices = [item["index"] for item in data]
+        embeddings = [item["embedding"] for item in data]
+    except (TypeError, KeyError):
+        return None
+    if set(map(type, embeddings)) != {str}:
+        return None
+    if not all(type(i) is float or type(i) is int for i in indices):
+        return None
+    in_order = list(range(expected))
+    if indices == in_order:
+        return None, embeddings
+    if sorted(indices) != in_order:  # repeated, missing or out of range
+        return None
+    return [int(i) for i in indices], embeddings
 
 
 def _floats(values: list[Any], index: int) -> list[float]:

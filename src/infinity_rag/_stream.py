@@ -103,9 +103,6 @@ class _Window(Generic[H]):
         self.source_done = True
         self.source_error = error
 
-    def oldest(self) -> H | None:
-        return self.pending.popleft() if self.pending else None
-
     def finish(self) -> None:
         """Everything read was handed out: raise the source's error, if it had one."""
         if self.source_error is not None:
@@ -138,13 +135,17 @@ def stream(
             plan = prepare(chunk)
             window.pending.append((pool.submit(call, plan.calls[0]), plan))
 
+    def take() -> R:
+        # A function, so that no local of the generator holds a chunk once it is handed out.
+        future, plan = window.pending.popleft()
+        part = future.result()
+        refill()  # the next request goes out before the consumer gets this result
+        return plan.combine([part])
+
     try:
         refill()
-        while (oldest := window.oldest()) is not None:
-            future, plan = oldest
-            part = future.result()
-            refill()  # the next request goes out before the consumer gets this result
-            yield plan.combine([part])
+        while window.pending:
+            yield take()
         window.finish()
     finally:
         for future, _ in window.pending:
@@ -164,7 +165,6 @@ async def astream(
     """Async :func:`stream`: one task per chunk in flight, cancelled on early exit."""
     window: _Window[tuple[asyncio.Task[Any], protocol.Plan[Any, R]]] = _Window(limit)
     chunks = _achunks(source, size)
-    waiting: asyncio.Task[Any] | None = None
 
     async def refill() -> None:
         while window.wants_chunk:
@@ -179,19 +179,20 @@ async def astream(
             plan = prepare(chunk)
             window.pending.append((asyncio.ensure_future(acall(plan.calls[0])), plan))
 
+    async def take() -> R:
+        task, plan = window.pending[0]
+        part = await task  # left in the window until done, so that an exit cancels it
+        window.pending.popleft()
+        await refill()
+        return plan.combine([part])
+
     try:
         await refill()
-        while (oldest := window.oldest()) is not None:
-            waiting, plan = oldest
-            part = await waiting
-            waiting = None
-            await refill()
-            yield plan.combine([part])
+        while window.pending:
+            yield await take()
         window.finish()
     finally:
         tasks = [task for task, _ in window.pending]
-        if waiting is not None:
-            tasks.append(waiting)
         for task in tasks:
             task.cancel()
         if tasks:

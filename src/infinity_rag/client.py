@@ -885,6 +885,10 @@ class InfinityClient:
         self, call: protocol.Call[T], response: httpx.Response, shown: str, started: float
     ) -> T:
         _log_response(call, response, time.perf_counter() - started)
+        # The read body replaces httpx's stream, which holds the response in a reference
+        # cycle: each answer is then freed at once, not by the cyclic GC (streams of a
+        # million texts keep a flat memory).
+        response.stream = httpx.ByteStream(response.content)
         return protocol.read_response(
             call,
             response.status_code,

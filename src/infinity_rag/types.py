@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 Capability = Literal["embed", "rerank", "classify", "image_embed", "audio_embed"]
+"""What a served model can do, as ``GET /models`` lists it in ``ModelInfo.capabilities``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,8 @@ class RerankResult:
 
 @dataclass(frozen=True, slots=True)
 class ClassLabel:
+    """One label of a classified text, with its score."""
+
     label: str
     score: float
 
