@@ -60,7 +60,10 @@ class EmbedBatches:
         client: an :class:`InfinityClient` to use (Ray pickles it to each actor: its settings
             travel, the API key included). Without it the class builds one from
             ``client_settings``.
-        dimensions / encoding_format / extra_body: as in :meth:`InfinityClient.embed`.
+        dimensions: truncate each vector (matryoshka models), as in
+            :meth:`InfinityClient.embed`.
+        encoding_format: ``"base64"`` (the client's default) or ``"float"`` on the wire.
+        extra_body: provider parameters sent in the request body as they are.
         id_column: a column whose value errors quote, to find a bad row in the source data.
         **client_settings: keyword arguments of :class:`InfinityClient` (``base_url``,
             ``api_key``, ``timeout``, ``max_retries``, ``batch_size``, ``max_concurrency``,
