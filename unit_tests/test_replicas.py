@@ -90,9 +90,14 @@ def test_429_goes_to_another_replica_at_once_and_spares_the_first(fake: FakeInfi
     fake.hook = hook  # type: ignore[assignment]
     with fleet(fake) as client:
         client.retry = RetryPolicy(max_retries=2)  # a real delay, were it waited
+        # r1 and r2 each look busy with one request: the first try goes to r0, deterministically.
+        held = [client._pool.acquire(avoid=[client._pool.replicas[0]]) for _ in range(2)]
+        assert {client._pool.replicas.index(r) for r in held} == {1, 2}
         started = time.monotonic()
-        result = client.embed(TEXTS[:9])
+        result = client.embed(TEXTS[:9], max_concurrency=1)
         elapsed = time.monotonic() - started
+        for replica in held:
+            client._pool.release(replica)
         spared = client.replicas()[0]
     assert result.embeddings == [vector_for(t) for t in TEXTS[:9]]
     assert elapsed < 5  # the 30 s Retry-After was not waited for
