@@ -165,6 +165,31 @@ class FaultProxy:
             self.requests.clear()
             self.connections = 0
 
+    def wait_idle(self, timeout: float = 10.0, settle: float = 0.05) -> bool:
+        """Wait until no client connection has been open for ``settle`` seconds (``False`` if
+        that did not happen within ``timeout``).
+
+        A test's client may have written a request just before it was closed or cancelled (an
+        async call whose sibling chunk failed): the proxy reads and logs such a request later,
+        on its own thread. Waiting for the connections to close before :meth:`reset` keeps it
+        out of the next test's log and schedule.
+        """
+        deadline = time.monotonic() + timeout
+        quiet_since: float | None = None
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                busy = bool(self._writers)
+            if busy:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= settle:
+                return True
+            if now >= deadline:
+                return False
+            time.sleep(0.02)
+
     def faults_seen(self) -> list[FaultKind]:
         with self._lock:
             return [seen.fault for seen in self.requests]
@@ -245,7 +270,7 @@ class FaultProxy:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with self._lock:
             self.connections += 1
-        self._writers.add(writer)
+            self._writers.add(writer)
         try:
             while True:
                 request = await _read_request(reader)
@@ -263,7 +288,8 @@ class FaultProxy:
         except asyncio.CancelledError:  # stop(): end quietly
             return
         finally:
-            self._writers.discard(writer)
+            with self._lock:
+                self._writers.discard(writer)
             if not writer.is_closing():
                 writer.close()
             with contextlib.suppress(Exception):
