@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sys
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,10 +29,7 @@ import ray
 import infinity_rag
 from infinity_rag import InfinityClient
 from infinity_rag.ray import EmbedBatches
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-from local_infinity import LocalInfinityServer
+from infinity_rag.testing import LocalInfinityServer
 
 ROWS = 20_000  # the whole corpus (one run)
 SUBSET = 3_000  # the other runs: ids 0..2999
