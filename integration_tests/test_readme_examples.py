@@ -37,10 +37,12 @@ from integration_tests.postgres_helpers import (
 )
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+SCALING_OUT_PAGE = README.parent / "docs" / "scaling_out.md"
+GPUS = '["http://gpu-0:7997", "http://gpu-1:7997", "http://gpu-2:7997"]'
 
 
-def python_blocks(text: str) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", text, re.S)
+def python_blocks(text: str, language: str = "python") -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, re.S)
 
 
 def section(text: str, heading: str) -> str:
@@ -113,10 +115,9 @@ def scaling_out_blocks(
     fleet: Fleet, nginx: Nginx, uri: str, tables: dict[str, str], chunks: Path
 ) -> list[str]:
     text = section(README.read_text(encoding="utf-8"), "Scaling out")
-    gpus = '["http://gpu-0:7997", "http://gpu-1:7997", "http://gpu-2:7997"]'
     swaps = {
         '"BAAI/bge-small-en-v1.5"': repr("minilm"),
-        gpus: repr(fleet.urls),
+        GPUS: repr(fleet.urls),
         '"http://infinity-lb:7997"': repr(nginx.url),
         '"postgresql://user:password@db/rag"': repr(uri),
         '"postgresql+psycopg://user:password@db/rag"': repr(
@@ -167,7 +168,7 @@ def test_readme_scaling_out_examples_run(
         Document(page_content=f"document {i} on subject {i % 7}", metadata={"source": f"doc-{i}"})
         for i in range(DOCS)
     ]
-    corpus = [f"corpus passage {i}" for i in range(600)]
+    corpus = [f"corpus passage {i}" for i in range(520)]  # three chunks of up to 256
     namespace: dict[str, Any] = {
         "InfinityClient": InfinityClient,
         "InfinityEmbeddings": InfinityEmbeddings,
@@ -175,7 +176,7 @@ def test_readme_scaling_out_examples_run(
         "docs": docs,
     }
     try:
-        # Several replicas: 600 texts in three chunks, one per replica (least busy first).
+        # Several replicas: 520 texts in three chunks, one per replica (least busy first).
         before = [replica.requests_served() for replica in fleet]
         exec(compile(replicas, f"{README}: several replicas", "exec"), namespace)
         client, balanced = namespace["client"], namespace["balanced"]
@@ -241,3 +242,47 @@ def test_readme_scaling_out_examples_run(
                     "DELETE FROM upsertion_record WHERE namespace = %s",
                     (f"pgvector/{tables['docs']}",),
                 )
+
+
+def test_scaling_out_page_examples_run(
+    fleet: Fleet, nginx_executable: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/scaling_out.md: the client over three replicas, and its nginx block in front of
+    two of them (only the addresses swapped for loopback ones)."""
+    from infinity_rag import InfinityClient
+
+    text = SCALING_OUT_PAGE.read_text(encoding="utf-8")
+    (client_block,) = python_blocks(text)
+    (nginx_block,) = python_blocks(text, "nginx")
+    monkeypatch.setenv("INFINITY_API_KEY", FLEET_API_KEY)
+    corpus = [f"page passage {i}" for i in range(520)]  # three chunks of up to 256
+    namespace: dict[str, Any] = {"InfinityClient": InfinityClient, "corpus": corpus}
+    exec(
+        compile(swapped(client_block, {GPUS: repr(fleet.urls)}), str(SCALING_OUT_PAGE), "exec"),
+        namespace,
+    )
+    client = namespace["client"]
+    try:
+        assert [state.requests for state in client.replicas()] == [1, 1, 1]
+        reference = client.embed(corpus[:96]).embeddings
+
+        # The nginx block as a format string: braces escaped, the addresses made placeholders.
+        site = nginx_block.replace("{", "{{").replace("}", "}}")
+        site = re.sub(r"(?m)^ *server gpu-1:7997 .*\n", "", site)
+        site = swapped(
+            site,
+            {
+                "    server gpu-0:7997 max_fails=1 fail_timeout=5s;": "{servers}",
+                "listen 7997;": "listen 127.0.0.1:{port};",
+            },
+        )
+        upstreams = [f"127.0.0.1:{r.port}" for r in fleet.replicas[:2]]
+        with Nginx(nginx_executable, upstreams, site=site) as nginx:
+            with InfinityClient(base_url=nginx.url, batch_size=32) as balanced:
+                vectors = balanced.embed(corpus[:96]).embeddings
+            answered = [e for e in nginx.access_log() if e[3] == "/embeddings"]
+        assert max(map(max_abs_diff, vectors, reference)) < 1e-5
+        assert [e[0] for e in answered] == [200] * 3  # 96 texts in chunks of 32
+        assert {e[1][-1] for e in answered} == set(upstreams)  # round-robin over both
+    finally:
+        client.close()
