@@ -30,10 +30,7 @@ import ray
 import infinity_rag
 from infinity_rag import InfinityClient
 from infinity_rag.ray import EmbedBatches
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-from local_infinity import LocalInfinityServer
+from infinity_rag.testing import LocalInfinityServer
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "minilm"

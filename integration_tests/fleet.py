@@ -23,7 +23,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -34,11 +33,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from infinity_rag.testing import LocalInfinityServer, free_port
+
 REPO = Path(__file__).resolve().parents[1]
 NGINX_SETUP = REPO / "scripts" / "setup_nginx.sh"
-sys.path.insert(0, str(REPO / "scripts"))
-
-from local_infinity import LocalInfinityServer, free_port  # noqa: E402
 
 #: Patience for one (re)start: about 8 s on a quiet 2-core machine, 12-30 s when busy, more
 #: when other test suites share the CPU.

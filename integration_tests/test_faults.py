@@ -543,7 +543,7 @@ def keeper() -> Iterator[Keeper]:
 
 @pytest.fixture(scope="module")
 def crash_server(keeper: Keeper) -> Iterator[Any]:
-    from local_infinity import LocalInfinityServer
+    from infinity_rag.testing import LocalInfinityServer
 
     server = LocalInfinityServer(["minilm"])
     keeper.run(server.start)

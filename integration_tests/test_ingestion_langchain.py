@@ -28,9 +28,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from local_postgres import LocalPostgres
 
 from infinity_rag import InfinityClient
+from infinity_rag.testing import LocalPostgres
 from integration_tests.conftest import ServerInfo
 from integration_tests.fault_proxy import FaultProxy
 from integration_tests.postgres_helpers import (

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 from llama_index.core.ingestion import IngestionPipeline, run_transformations
-from local_postgres import LocalPostgres
 
 from infinity_rag import InfinityClient
 from infinity_rag.llama_index import InfinityEmbedding
+from infinity_rag.testing import LocalPostgres
 from integration_tests.conftest import ServerInfo
 from integration_tests.fault_proxy import FaultProxy
 from integration_tests.postgres_helpers import (

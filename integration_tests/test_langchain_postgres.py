@@ -14,10 +14,10 @@ import pytest
 from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.documents import Document
 from langchain_postgres import PGEngine, PGVectorStore
-from local_postgres import LocalPostgres
 
 from infinity_rag import InfinityClient
 from infinity_rag.langchain import InfinityEmbeddings, InfinityRerank
+from infinity_rag.testing import LocalPostgres
 from integration_tests.conftest import ServerInfo
 from integration_tests.postgres_helpers import (
     count_rows,

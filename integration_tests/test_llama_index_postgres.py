@@ -11,10 +11,10 @@ from llama_index.core import StorageContext, VectorStoreIndex
 from llama_index.core.llms import MockLLM
 from llama_index.core.schema import TextNode
 from llama_index.vector_stores.postgres import PGVectorStore
-from local_postgres import LocalPostgres
 
 from infinity_rag import InfinityClient
 from infinity_rag.llama_index import InfinityEmbedding, InfinityRerank
+from infinity_rag.testing import LocalPostgres
 from integration_tests.conftest import ServerInfo
 from integration_tests.postgres_helpers import (
     count_rows,

@@ -53,7 +53,7 @@ class StatusCounter:
 
 @pytest.fixture(scope="module")
 def busy_server() -> Iterator[Any]:
-    from local_infinity import LocalInfinityServer
+    from infinity_rag.testing import LocalInfinityServer
 
     with LocalInfinityServer(["minilm"], extra_env={"INFINITY_QUEUE_SIZE": str(QUEUE_SIZE)}) as s:
         yield s

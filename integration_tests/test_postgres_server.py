@@ -1,5 +1,6 @@
-"""The PostgreSQL the integration tests use (scripts/local_postgres.py): real, with pgvector,
-and gone without a trace when stopped, or when the process that started it is killed."""
+"""The PostgreSQL the integration tests use (``infinity_rag.testing.LocalPostgres``): real,
+with pgvector, and gone without a trace when stopped, or when the process that started it is
+killed."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from local_postgres import ENV_VAR, LocalPostgres, _process_alive, sqlalchemy_url
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from infinity_rag.testing import LocalPostgres, sqlalchemy_url
+from infinity_rag.testing._postgres import ENV_VAR, _process_alive
 
 
 def _children(pid: int) -> list[int]:
@@ -76,10 +77,9 @@ def test_a_killed_owner_leaves_no_server_behind() -> None:
         [
             sys.executable,
             "-c",
-            textwrap.dedent(f"""
-                import sys, time
-                sys.path.insert(0, {str(SCRIPTS)!r})
-                from local_postgres import LocalPostgres
+            textwrap.dedent("""
+                import time
+                from infinity_rag.testing import LocalPostgres
                 pg = LocalPostgres().start()
                 print(pg.pid, pg.workdir, pg.uri, flush=True)
                 time.sleep(600)

@@ -13,11 +13,10 @@ from infinity_rag import InfinityClient
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 import rag_demo  # noqa: E402
-from local_infinity import LocalInfinityServer  # noqa: E402
-from stdlib_corpus import Passage, load_corpus  # noqa: E402
+
+from infinity_rag.testing import LocalInfinityServer, Passage, load_corpus  # noqa: E402
 
 
 @pytest.fixture(scope="module")

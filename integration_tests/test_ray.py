@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sys
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,17 +28,13 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 import ray
-from local_postgres import LocalPostgres
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from infinity_rag import InfinityClient
 from infinity_rag.ray import EmbedBatches
+from infinity_rag.testing import LocalInfinityServer, LocalPostgres
 from integration_tests.postgres_helpers import drop_tables, unique_name
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-from local_infinity import LocalInfinityServer
 
 ROWS = 20_000  # the whole corpus (one run)
 SUBSET = 3_000  # the other runs: ids 0..2999

