@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import infinity_rag
 from infinity_rag import InfinityClient
 from infinity_rag.testing import LocalInfinityServer, LocalPostgres
 from integration_tests.fleet import Fleet, NginxUnavailable, ensure_nginx
@@ -93,6 +94,28 @@ def healthy_fleet(fleet: Fleet) -> Fleet:
     """The module's fleet with every replica up (the dead ones restarted, on their ports)."""
     fleet.heal()
     return fleet
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    """A local Ray cluster (2 CPUs, no dashboard) for the module's tests; shut down after."""
+    import ray
+
+    # The workers import this tree's infinity_rag (not another install of it), whatever the
+    # environment the raylet happens to inherit.
+    src = str(Path(infinity_rag.__file__).resolve().parents[1])
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=300 * 1024 * 1024,
+        runtime_env={"env_vars": {"PYTHONPATH": src}},
+        log_to_driver=False,
+    )
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -306,6 +306,12 @@ http {{
     fastcgi_temp_path {prefix}/fastcgi;
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
+{site}
+}}
+"""
+
+#: The ``http {}`` block's site: ``{servers}`` and ``{port}`` filled in by :class:`Nginx`.
+DEFAULT_SITE = """\
     upstream infinity {{
 {servers}
         keepalive 16;
@@ -327,17 +333,23 @@ http {{
             proxy_read_timeout 120s;
             proxy_buffering off;
         }}
-    }}
-}}
-"""
+    }}"""
 
 
 class Nginx:
-    """nginx round-robin over ``upstreams`` (``host:port``), in the foreground, on loopback."""
+    """nginx round-robin over ``upstreams`` (``host:port``), in the foreground, on loopback.
 
-    def __init__(self, executable: Path, upstreams: Sequence[str]) -> None:
+    ``site`` replaces the upstream and server blocks (a format string like ``DEFAULT_SITE``,
+    ``{servers}`` and ``{port}`` filled in; ``{{``/``}}`` for braces) inside the ``http {}`` block
+    that keeps the logs, pid and temp files in nginx's own temp dir.
+    """
+
+    def __init__(
+        self, executable: Path, upstreams: Sequence[str], site: str = DEFAULT_SITE
+    ) -> None:
         self.executable = executable
         self.upstreams = list(upstreams)
+        self.site = site
         self.prefix: Path | None = None
         self.port: int | None = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -353,9 +365,8 @@ class Nginx:
         servers = "\n".join(
             f"        server {upstream} max_fails=1 fail_timeout=5s;" for upstream in self.upstreams
         )
-        return NGINX_CONF.format(
-            prefix=self.prefix, port=self.port, servers=servers, log_format=ACCESS_LOG_FORMAT
-        )
+        site = self.site.format(servers=servers, port=self.port)
+        return NGINX_CONF.format(prefix=self.prefix, site=site, log_format=ACCESS_LOG_FORMAT)
 
     def start(self, timeout: float = 30.0) -> Self:
         self.prefix = Path(tempfile.mkdtemp(prefix="infinity-rag-nginx-"))

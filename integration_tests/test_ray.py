@@ -6,7 +6,9 @@ The module starts its own two replicas (MiniLM only, ``--batch-size 128``: on a 
 id once, each vector equal (1e-5) to the one ``InfinityClient.embed`` returned beforehand.
 Both ways Ray Data documents are covered: a callable class on an actor pool (the client built
 in ``__init__`` from settings, or given as a constructor argument) and a plain function that
-closes over a client; and a worker SIGKILLed mid-run, which Ray replaces and retries.
+closes over a client; and a worker SIGKILLed mid-run, which Ray replaces and retries. The
+result is written on into Parquet and into PostgreSQL/pgvector (``write_sql`` with an upsert by
+id, a write task SIGKILLed right after it committed) and read back.
 """
 
 from __future__ import annotations
@@ -22,20 +24,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 import pyarrow.parquet as pq
 import pytest
 import ray
+from pgvector.psycopg import register_vector
+from psycopg import sql
 
-import infinity_rag
 from infinity_rag import InfinityClient
 from infinity_rag.ray import EmbedBatches
-from infinity_rag.testing import LocalInfinityServer
+from infinity_rag.testing import LocalInfinityServer, LocalPostgres
+from integration_tests.postgres_helpers import drop_tables, unique_name
 
 ROWS = 20_000  # the whole corpus (one run)
 SUBSET = 3_000  # the other runs: ids 0..2999
 BLOCKS = 40  # input blocks: Ray Data runs one task per block, so both workers get work
 MODEL = "minilm"
-SRC = str(Path(infinity_rag.__file__).resolve().parents[1])
 
 
 @dataclass(frozen=True)
@@ -83,24 +87,6 @@ def replicas() -> Iterator[Replicas]:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    # The workers import this tree's infinity_rag (not another install of it), whatever the
-    # environment the raylet happens to inherit.
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=300 * 1024 * 1024,
-        runtime_env={"env_vars": {"PYTHONPATH": SRC}},
-        log_to_driver=False,
-    )
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def corpus() -> list[str]:
     return [f"passage {i} on topic {i % 101}" for i in range(ROWS)]
 
@@ -120,6 +106,24 @@ def reference(replicas: Replicas, corpus: list[str]) -> np.ndarray:
 def dataset(corpus: list[str], rows: int) -> ray.data.Dataset:
     items = [{"id": i, "text": corpus[i]} for i in range(rows)]
     return ray.data.from_items(items, override_num_blocks=BLOCKS)
+
+
+def on_actors(
+    ds: ray.data.Dataset, replicas: Replicas, embedder: type[EmbedBatches]
+) -> ray.data.Dataset:
+    """``ds`` through ``embedder`` (EmbedBatches or a subclass) on two actors, each building
+    its client from the replicas' settings."""
+    return ds.map_batches(
+        embedder,
+        fn_constructor_kwargs={
+            "model": MODEL,
+            "base_url": replicas.urls,
+            "api_key": replicas.api_key,
+        },
+        compute=ray.data.ActorPoolStrategy(size=2),
+        batch_size=250,
+        num_cpus=0.5,
+    )
 
 
 def collect(ds: ray.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -234,9 +238,10 @@ def kill_once(marker: Path, at_id: int) -> Callable[[dict[str, np.ndarray]], Non
 
 
 def assert_killed(marker: Path) -> None:
+    """A worker was killed: the marker holds its pid (first), and that process is gone."""
     assert marker.exists(), "no worker was killed"
     with pytest.raises(ProcessLookupError):
-        os.kill(int(marker.read_text()), 0)
+        os.kill(int(marker.read_text().split()[0]), 0)
 
 
 @pytest.mark.slow
@@ -258,17 +263,7 @@ def test_an_actor_killed_mid_run_is_replaced_and_nothing_is_lost_or_doubled(
 
     # Ray Data gives map_batches actors max_restarts=-1 and max_task_retries=-1: a dead
     # actor is restarted and its batch sent again.
-    ds = dataset(corpus, SUBSET).map_batches(
-        DiesOnce,
-        fn_constructor_kwargs={
-            "model": MODEL,
-            "base_url": replicas.urls,
-            "api_key": replicas.api_key,
-        },
-        compute=ray.data.ActorPoolStrategy(size=2),
-        batch_size=250,
-        num_cpus=0.5,
-    )
+    ds = on_actors(dataset(corpus, SUBSET), replicas, DiesOnce)
     check_rows(*collect(ds), reference, SUBSET)
     assert_killed(marker)
 
@@ -319,3 +314,105 @@ def test_a_null_row_fails_the_job_naming_the_column_and_the_row(
     ):
         ds.materialize()
     assert replicas.embed_requests() == before  # refused before any request
+
+
+# --- into PostgreSQL/pgvector ---------------------------------------------------------------
+
+#: Ray's write_sql runs this per row (executemany, one transaction per write task). The upsert
+#: by id makes a retried write task harmless; ``writes`` counts how often a row was written.
+UPSERT = (
+    "INSERT INTO {table} (id, text, embedding) VALUES (%s, %s, %s) "
+    "ON CONFLICT (id) DO UPDATE SET text = EXCLUDED.text, embedding = EXCLUDED.embedding, "
+    "writes = {table}.writes + 1"
+)
+
+
+def create_table(uri: str, table: str, dim: int) -> None:
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {} (id bigint PRIMARY KEY, text text NOT NULL, "
+                "embedding vector({}) NOT NULL, writes int NOT NULL DEFAULT 1)"
+            ).format(sql.Identifier(table), sql.Literal(dim))
+        )
+
+
+@pytest.mark.slow
+def test_written_into_pgvector_by_id_with_a_write_task_killed_after_its_commit(
+    ray_cluster: None,
+    replicas: Replicas,
+    corpus: list[str],
+    reference: np.ndarray,
+    postgres: LocalPostgres,
+    tmp_path: Path,
+) -> None:
+    table = unique_name("ray_pgvector")
+    create_table(postgres.uri, table, reference.shape[1])
+    marker = tmp_path / "killed"
+    uri = postgres.uri
+
+    class DiesAfterItsFirstCommit(psycopg.Connection[Any]):
+        """A real connection whose first commit (across all workers) is followed by a SIGKILL
+        of the write task's worker: the rows are in, and Ray does not know it."""
+
+        def commit(self) -> None:
+            super().commit()
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return
+            rows = self.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
+            os.write(fd, f"{os.getpid()} {rows.fetchone()[0]}".encode())  # type: ignore[index]
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def connect() -> psycopg.Connection[Any]:
+        conn = DiesAfterItsFirstCommit.connect(uri)
+        register_vector(conn)  # numpy arrays <-> vector
+        return conn
+
+    try:
+        ds = on_actors(dataset(corpus, SUBSET), replicas, EmbedBatches)
+        # write_sql binds each row's values in column order: name them.
+        ds.select_columns(["id", "text", "embedding"]).write_sql(
+            UPSERT.format(table=table), connect, ray_remote_args={"num_cpus": 0.5}
+        )
+
+        assert_killed(marker)
+        rows_at_kill = int(marker.read_text().split()[1])
+        assert 0 < rows_at_kill < SUBSET  # killed midway, after some rows were committed
+
+        # Read back through Ray: every id once, each with its vector.
+        def plain_connect() -> psycopg.Connection[Any]:
+            conn = psycopg.connect(uri)
+            register_vector(conn)
+            return conn
+
+        back = ray.data.read_sql(f"SELECT id, embedding FROM {table}", plain_connect)
+        rows = back.take_all()
+        ids = np.array([row["id"] for row in rows])
+        vectors = np.stack([np.asarray(row["embedding"], dtype=np.float32) for row in rows])
+        check_rows(ids, vectors, reference, SUBSET)
+
+        with psycopg.connect(uri) as conn:
+            register_vector(conn)
+            count, distinct, writes, rewritten = conn.execute(
+                sql.SQL(
+                    "SELECT count(*), count(DISTINCT id), sum(writes), "
+                    "count(*) FILTER (WHERE writes > 1) FROM {}"
+                ).format(sql.Identifier(table))
+            ).fetchone()  # type: ignore[misc]
+            # The nearest stored vector to the reference of id 1234 is that row's.
+            (nearest,) = conn.execute(
+                sql.SQL("SELECT id FROM {} ORDER BY embedding <=> %s LIMIT 1").format(
+                    sql.Identifier(table)
+                ),
+                (reference[1234],),
+            ).fetchone()  # type: ignore[misc]
+        assert count == distinct == SUBSET
+        # The killed task's committed rows were written again by its retry, as updates.
+        assert 1 <= rewritten <= rows_at_kill
+        assert writes == SUBSET + rewritten  # each of them twice, the others once
+        assert nearest == 1234
+    finally:
+        drop_tables(uri, table)
