@@ -24,7 +24,8 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -119,9 +120,13 @@ def model_key(model: str | None) -> str:
     return model or ""
 
 
+def _target_of(shape: VectorShape) -> Target:
+    return "multi" if shape.multi_vector else "packed" if shape.packing else "single"
+
+
 def kind_error(key: str, shape: VectorShape, wanted: Target, modality: Modality) -> VectorKindError:
     """The error for asking ``wanted`` of a model whose vectors are ``shape``."""
-    actual: Target = "multi" if shape.multi_vector else "packed" if shape.packing else "single"
+    actual = _target_of(shape)
     method = METHODS[actual]
     if actual == "single" and modality != "text":
         method = f"embed_{modality}" if modality == "audio" else "embed_images"
@@ -189,6 +194,9 @@ def plan_vectors(
     request = _Request(target, modality, model_key(model), model, dimensions, extra_body,
                        as_numpy, shapes)  # fmt: skip
     shape = shapes.get(request.key)
+    if shape is not None and inputs and _target_of(shape) != target:
+        # Known from an earlier answer: refused before any request.
+        raise kind_error(request.key, shape, target, modality)
     learning = not shapes.known(request.key, dimensions)
     if target == "packed" or (shape is not None and shape.packing is not None):
         encoding_format = "float"
@@ -263,7 +271,7 @@ def _parser(
             if rows is not None:  # the fast path: well-formed base64, straight into the array
                 if request.dimensions is None:
                     sink.width = shape.width
-                sink.put(start, *rows)
+                _put(request, sink, start, *rows)
                 return _Part(None, model, parse_usage(payload))
         items = embedding_items(payload, len(chunk), check_numbers=False)
         usage = parse_usage(payload)
@@ -368,7 +376,7 @@ def _from_flat(
         known = request.shapes.get(request.key)
         if known is not None and request.dimensions is None and not learning:
             sink.width = known.width
-        sink.put(start, order, embeddings)
+        _put(request, sink, start, order, embeddings)
         return _Part(None, model, usage)
     vectors: list[list[float]] = [[] for _ in embeddings]
     for index, embedding in zip(order, embeddings, strict=True):
@@ -377,6 +385,16 @@ def _from_flat(
         )
         vectors[index] = _single_width(request, vector, index)
     return _Part(vectors, model, usage)
+
+
+def _put(
+    request: _Request, sink: ArraySink, start: int, order: list[int] | None, embeddings: list[Any]
+) -> None:
+    try:
+        sink.put(start, order, embeddings)
+    except InvalidResponseError:
+        request.shapes.forget(request.key)  # the next call learns the model again
+        raise
 
 
 def _single_width(request: _Request, vector: list[float], index: int) -> list[float]:
@@ -545,3 +563,34 @@ def _combine(request: _Request, parts: list[_Part], sink: ArraySink | None) -> A
         return PackedEmbeddingArrayResult(array, model, packing, width * 8, usage)
     vectors = [v for part in parts for v in part.values]
     return PackedEmbeddingResult(vectors, model, packing, width * 8, usage)
+
+
+#: What a framework class's user does with each other kind of vector instead.
+_INSTEAD: dict[str, str] = {
+    "embed_multi_vector": (
+        "get the matrices with InfinityClient.embed_multi_vector() and store them in a "
+        "multi-vector index (for example Qdrant's MultiVectorConfig with MAX_SIM)"
+    ),
+    "embed_packed": (
+        "get the packed vectors with InfinityClient.embed_packed() and store them as bits "
+        "(for example pgvector's bit type with Hamming distance)"
+    ),
+}
+
+
+@contextmanager
+def one_float_vector_per_input(owner: str) -> Iterator[None]:
+    """For a framework embedding class (``owner``): a model of another kind fails with what it
+    returns and what to use instead; its vectors are never stored flattened or as floats."""
+    try:
+        yield
+    except VectorKindError as error:
+        instead = _INSTEAD.get(error.method, f"use InfinityClient.{error.method}()")
+        name = f"model {error.model!r}" if error.model else "the server's model"
+        raise VectorKindError(
+            f"{owner} gives one float vector per input, but {name} returns "
+            f"{error.shape.kind} vectors: {instead}",
+            model=error.model,
+            shape=error.shape,
+            method=error.method,
+        ) from error
