@@ -109,8 +109,10 @@ def test_no_path_returns_a_flattened_matrix(vector_kinds_server: ServerInfo) -> 
 # --- bit-packed ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("model", "dtype", "offset"), [("minilm-ubinary", np.uint8, 0),
-                                                        ("minilm-binary", np.int8, 128)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("model", "dtype", "offset"),
+    [("minilm-ubinary", np.uint8, 0), ("minilm-binary", np.int8, 128)],
+)
 def test_packed_vectors_are_packbits_of_the_float_signs(
     kinds: InfinityClient, model: str, dtype: type, offset: int
 ) -> None:
