@@ -8,13 +8,21 @@ copy (``colbert``) and bit-packed (``minilm-ubinary``, ``minilm-binary``), with
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from infinity_rag import InfinityClient, VectorKindError, VectorShape
+from infinity_rag import (
+    InfinityClient,
+    MultiVectorArrayResult,
+    PackedEmbeddingArrayResult,
+    VectorKindError,
+    VectorShape,
+)
 from integration_tests.conftest import ServerInfo
 
 TEXTS = [
@@ -164,3 +172,32 @@ def test_models_report_each_model_s_vectors(kinds: InfinityClient) -> None:
         "minilm-ubinary": VectorShape(48, packing="ubinary"),
         "minilm-binary": VectorShape(48, packing="binary"),
     }
+
+
+# --- the guide's example ---------------------------------------------------------------------
+
+
+def test_the_guide_s_example_runs(vector_kinds_server: ServerInfo) -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "vector_kinds.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", page, re.S)[0]
+    swaps = {
+        '"colbert-ir/colbertv2.0"': '"colbert"',
+        '"mixedbread-ai/mxbai-embed-large-v1"': '"minilm-ubinary"',
+        'base_url="http://localhost:7997"': (
+            f"base_url={vector_kinds_server.url!r}, api_key={vector_kinds_server.api_key!r}"
+        ),
+    }
+    for old, new in swaps.items():
+        assert old in block, old
+        block = block.replace(old, new)
+    namespace: dict[str, object] = {}
+    exec(compile(block, "docs/vector_kinds.md", "exec"), namespace)
+    matrices = namespace["matrices"]
+    packed = namespace["packed"]
+    assert isinstance(matrices, MultiVectorArrayResult)
+    assert isinstance(packed, PackedEmbeddingArrayResult)
+    assert [m.shape[1] for m in matrices] == [384, 384]
+    assert packed.embeddings.dtype == np.uint8
+    assert namespace["bits"].shape == (2, 384)  # type: ignore[attr-defined]
+    assert namespace["suggested"] == "embed_multi_vector"
+    namespace["client"].close()  # type: ignore[attr-defined]

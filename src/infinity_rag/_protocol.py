@@ -112,7 +112,11 @@ _LITTLE_ENDIAN = sys.byteorder == "little"
 
 def decode_base64_vector(data: str) -> list[float]:
     """Infinity's base64 embedding: little-endian float32, decoded to Python floats."""
-    raw = base64.b64decode(data)
+    return float32_values(base64.b64decode(data))
+
+
+def float32_values(raw: bytes) -> list[float]:
+    """Little-endian float32 bytes as Python floats."""
     if len(raw) % 4:
         raise InvalidResponseError(
             f"base64 embedding has {len(raw)} bytes, not a whole number of float32 values"

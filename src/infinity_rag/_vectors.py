@@ -499,7 +499,7 @@ def _multi_from_base64(
             if matrices[index].dtype != np.float32:
                 matrices[index] = matrices[index].astype(np.float32)
         else:
-            flat = protocol.decode_base64_vector(embedding)
+            flat = protocol.float32_values(raw)
             matrices[index] = [flat[i : i + width] for i in range(0, len(flat), width)]
     return _Part(matrices, model, usage)
 
