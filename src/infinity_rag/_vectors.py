@@ -139,7 +139,8 @@ def kind_error(key: str, shape: VectorShape, wanted: Target, modality: Modality)
             if shape.width
             else ")"
         ),
-        "single": f"one {shape.width}-dimensional float vector per input",
+        "single": "one float vector per input"
+        + (f" ({shape.width} dimensions)" if shape.width else ""),
     }[actual]
     return VectorKindError(
         f"{name} returns {what}, not what {METHODS[wanted]}() gives: use "
