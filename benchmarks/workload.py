@@ -72,9 +72,9 @@ def passages(n: int, words: int, seed: int) -> list[str]:
 def _patch_sorted_chunks() -> None:
     """Send texts ordered by length (and restore the order): requests whose texts are alike in
     length let the server pad less, as sentence-transformers and langchain-community do."""
-    from infinity_rag import _protocol
+    from infinity_rag import _vectors
 
-    original = _protocol.plan_embed
+    original = _vectors.plan_vectors
 
     def plan_embed(inputs: Any, **kwargs: Any) -> Any:
         if len(inputs) <= kwargs["batch_size"]:
@@ -91,7 +91,7 @@ def _patch_sorted_chunks() -> None:
 
         return type(plan)(plan.calls, combine)
 
-    _protocol.plan_embed = plan_embed
+    _vectors.plan_vectors = plan_embed
 
 
 PATCHES: dict[str, Callable[[], None]] = {

@@ -155,6 +155,28 @@ def events() -> Iterator[list[BaseEvent]]:
         yield collected
 
 
+#: The models of ``vector_kinds_server``: served name -> (folder, --embedding-dtype).
+VECTOR_KIND_MODELS: dict[str, tuple[str, str]] = {
+    "minilm": ("minilm", "float32"),
+    "colbert": ("colbert-minilm", "float32"),  # late interaction: a matrix per text
+    "minilm-ubinary": ("minilm", "ubinary"),  # bit-packed, bytes 0..255
+    "minilm-binary": ("minilm", "binary"),  # bit-packed, bytes - 128
+}
+
+
+@pytest.fixture(scope="module")
+def vector_kinds_server() -> Iterator[ServerInfo]:
+    """One Infinity (about 10 s) serving every kind of vector: MiniLM (float32), the ColBERT-mode
+    MiniLM (``colbert``) and MiniLM bit-packed (``minilm-ubinary``, ``minilm-binary``), with
+    ``--lengths-via-tokenize`` (``usage`` counts tokens, without [CLS] / [SEP])."""
+    with LocalInfinityServer(
+        {name: folder for name, (folder, _) in VECTOR_KIND_MODELS.items()},
+        embedding_dtypes={name: dtype for name, (_, dtype) in VECTOR_KIND_MODELS.items()},
+        extra_args=["--lengths-via-tokenize"],
+    ) as server:
+        yield ServerInfo(url=server.url, api_key=server.api_key)
+
+
 @pytest.fixture(scope="module")
 def clip_server(infinity_server: ServerInfo) -> Iterator[ServerInfo]:
     """The session server if it serves ``clip``, else a server of its own (about 10 s)."""

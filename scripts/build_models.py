@@ -15,6 +15,9 @@ Produces, under MODELS_DIR:
                         CLIPProcessor made of the MiniLM WordPiece tokenizer and a 32x32
                         CLIPImageProcessor -> Infinity serves ``/embeddings`` for text *and*
                         ``modality: image``
+- ``colbert-minilm``    a byte copy of the MiniLM folder whose ``config.json`` names the
+                        architecture ``HF_ColBERT``: Infinity runs it in late-interaction mode
+                        and returns each text's token embeddings (tokens x 384, unnormalised)
 
 Each built folder holds ``.infinity-rag-build.json`` (the recipe hash and the sha256 of every
 file). A folder whose marker matches the recipe and whose files still match their hashes is
@@ -220,6 +223,25 @@ def clip_tiny(minilm: Path) -> Callable[[Path], None]:
     return builder
 
 
+def colbert_minilm(minilm: Path) -> Callable[[Path], None]:
+    """MiniLM's files as they are, except ``architectures``: Infinity switches to ColBERT
+    (late-interaction) mode when the first architecture name contains "colbert"."""
+
+    def builder(out: Path) -> None:
+        src = minilm.resolve()
+        for path in sorted(src.rglob("*")):
+            relative = path.relative_to(src)
+            if path.is_file() and relative != Path("config.json"):
+                target = out / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+        config = json.loads((src / "config.json").read_text())
+        config["architectures"] = ["HF_ColBERT"]
+        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    return builder
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(f"usage: {argv[0]} MODELS_DIR", file=sys.stderr)
@@ -251,6 +273,12 @@ def main(argv: list[str]) -> int:
             "projection_dim": CLIP_PROJECTION_DIM,
         },
         clip_tiny(minilm),
+    )
+    build(
+        models,
+        "colbert-minilm",
+        {"kind": "colbert-copy", "architectures": ["HF_ColBERT"]},
+        colbert_minilm(minilm),
     )
     log("done")
     return 0

@@ -17,12 +17,26 @@ from typing import Any
 import httpx
 
 DIM = 4
+PACKED_WIDTH = 8  # bytes per bit-packed vector: 64 dimensions
 
 
 def vector_for(text: str, dim: int = DIM) -> list[float]:
     """A deterministic, float32-exact vector for ``text``."""
     seed = sum(ord(ch) for ch in text) + len(text)
     return [float((seed * (k + 3)) % 97) / 8.0 for k in range(dim)]
+
+
+def matrix_for(text: str, dim: int = DIM) -> list[list[float]]:
+    """A multi-vector model's deterministic matrix for ``text``: one row per word, plus two
+    (as ColBERT's [CLS] and [SEP])."""
+    return [vector_for(f"{text}#{row}", dim) for row in range(len(text.split()) + 2)]
+
+
+def packed_for(text: str, packing: str, width: int = PACKED_WIDTH) -> list[int]:
+    """A bit-packed model's deterministic bytes for ``text`` (``binary``: byte - 128)."""
+    seed = sum(ord(ch) for ch in text) + len(text)
+    values = [(seed * (k + 5) + 17) % 256 for k in range(width)]
+    return values if packing == "ubinary" else [v - 128 for v in values]
 
 
 def score_for(query: str, document: str) -> float:
@@ -45,6 +59,10 @@ class FakeInfinity:
     )
     api_key: str | None = None
     dim: int = DIM
+    #: Models answering like a ColBERT model (a matrix per input; flattened as base64).
+    multi_vector: set[str] = field(default_factory=set)
+    #: Models answering like ``--embedding-dtype ubinary`` / ``binary`` (base64 refused).
+    packed: dict[str, str] = field(default_factory=dict)
     max_items: int = 2048
     #: Answer each batch's items in reverse order (Infinity may; the client must reorder).
     shuffle: bool = True
@@ -125,12 +143,26 @@ class FakeInfinity:
         ]
 
     def _embed(self, body: dict[str, Any], model: str) -> httpx.Response:
+        base64_asked = body.get("encoding_format") == "base64"
+        if model in self.packed and base64_asked:  # Infinity 0.0.78's words
+            return _error(
+                500,
+                f"InternalServerError: model {model} does not support base64 encoding, as it "
+                f"uses uint8-bitpacking with EmbeddingDtype.{self.packed[model]}",
+            )
         data = []
         for index, text in enumerate(body["input"]):
-            vector = vector_for(text, self.dim)[: body.get("dimensions") or self.dim]
-            if body.get("encoding_format") == "base64":
+            vector: Any = vector_for(text, self.dim)[: body.get("dimensions") or self.dim]
+            if model in self.multi_vector:
+                vector = matrix_for(text, self.dim)
+            if model in self.packed:
+                vector = packed_for(text, self.packed[model])
+            if base64_asked and model in self.multi_vector:
+                flat = [x for row in vector for x in row]
+                embedding: Any = base64.b64encode(struct.pack(f"<{len(flat)}f", *flat)).decode()
+            elif base64_asked:
                 packed = struct.pack(f"<{len(vector)}f", *vector)
-                embedding: Any = base64.b64encode(packed).decode("ascii")
+                embedding = base64.b64encode(packed).decode("ascii")
             else:
                 embedding = vector
             data.append({"object": "embedding", "embedding": embedding, "index": index})

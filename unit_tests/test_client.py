@@ -52,19 +52,24 @@ async def test_aembed_matches_embed(client: InfinityClient) -> None:
 def test_base64_is_the_default_on_the_wire_and_float_is_selectable(
     client: InfinityClient, fake: FakeInfinity
 ) -> None:
+    # The first request to a model asks for floats: their nesting tells the client whether the
+    # model returns one vector per input (see _vectors); base64 from then on.
+    learned = client.embed(["a"])
     via_base64 = client.embed(["a"])
     via_float = client.embed(["a"], encoding_format="float")
-    assert [b["encoding_format"] for b in fake.bodies] == ["base64", "float"]
-    assert via_base64.embeddings == via_float.embeddings == [vector_for("a")]
+    assert [b["encoding_format"] for b in fake.bodies] == ["float", "base64", "float"]
+    assert learned.embeddings == via_base64.embeddings == via_float.embeddings
+    assert via_float.embeddings == [vector_for("a")]
 
 
 def test_request_body_carries_model_dimensions_and_extra_body(
     client: InfinityClient, fake: FakeInfinity
 ) -> None:
+    client.embed(["a"], model="embedder")  # learns the model's vectors (asked as floats)
     result = client.embed(
         ["a", "b"], model="embedder", dimensions=2, extra_body={"user": "u1", "truncate": True}
     )
-    body = fake.bodies[0]
+    body = fake.bodies[1]
     assert body == {
         "model": "embedder",
         "input": ["a", "b"],

@@ -77,15 +77,19 @@ def test_embed_documents_returns_float_vectors_in_order(fake: FakeInfinity) -> N
     assert vectors == [vector_for(t) for t in texts]
     assert all(type(x) is float for v in vectors for x in v)
     assert [len(b["input"]) for b in fake.bodies] == [3, 3, 1]
-    assert all(b["model"] == "embedder" and b["encoding_format"] == "base64" for b in fake.bodies)
+    # The first request to a model asks for floats (the client learns its vectors' shape).
+    assert [b["encoding_format"] for b in fake.bodies] == ["float", "base64", "base64"]
+    assert all(b["model"] == "embedder" for b in fake.bodies)
 
 
 def test_embed_query_returns_one_vector(fake: FakeInfinity) -> None:
     emb = _embeddings(fake)
 
     assert emb.embed_query("what is infinity?") == vector_for("what is infinity?")
+    assert emb.embed_query("what is infinity?") == vector_for("what is infinity?")
     assert fake.bodies == [
-        {"model": "embedder", "input": ["what is infinity?"], "encoding_format": "base64"}
+        {"model": "embedder", "input": ["what is infinity?"], "encoding_format": fmt}
+        for fmt in ("float", "base64")  # the first request to a model asks for floats
     ]
 
 
@@ -234,7 +238,8 @@ async def test_aembed_image_matches_embed_image(fake: FakeInfinity) -> None:
 
     assert async_vectors == sync_vectors
     assert len(async_vectors[0]) == 3
-    assert fake.bodies[0] == fake.bodies[1]
+    # The first request asks for floats (the client learns the model's vectors), then base64.
+    assert fake.bodies[0] == dict(fake.bodies[1], encoding_format="float")
 
 
 # --- progress bar ----------------------------------------------------------------------------

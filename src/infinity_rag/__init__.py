@@ -9,6 +9,7 @@ from infinity_rag._version import __version__
 from infinity_rag.client import InfinityClient
 from infinity_rag.errors import (
     AuthenticationError,
+    EncodingRefusedError,
     InfinityAPIError,
     InfinityConnectionError,
     InfinityError,
@@ -20,6 +21,7 @@ from infinity_rag.errors import (
     NotFoundError,
     OverloadedError,
     ServerError,
+    VectorKindError,
 )
 from infinity_rag.types import (
     ClassifyResult,
@@ -27,10 +29,16 @@ from infinity_rag.types import (
     EmbeddingArrayResult,
     EmbeddingResult,
     ModelInfo,
+    MultiVectorArrayResult,
+    MultiVectorResult,
+    PackedEmbeddingArrayResult,
+    PackedEmbeddingResult,
+    Packing,
     ReplicaState,
     RerankItem,
     RerankResult,
     Usage,
+    VectorShape,
 )
 
 __all__ = [
@@ -39,6 +47,7 @@ __all__ = [
     "ClassifyResult",
     "EmbeddingArrayResult",
     "EmbeddingResult",
+    "EncodingRefusedError",
     "InfinityAPIError",
     "InfinityClient",
     "InfinityConnectionError",
@@ -49,12 +58,19 @@ __all__ = [
     "ModelCapabilityError",
     "ModelInfo",
     "ModelNotFoundError",
+    "MultiVectorArrayResult",
+    "MultiVectorResult",
     "NotFoundError",
     "OverloadedError",
+    "PackedEmbeddingArrayResult",
+    "PackedEmbeddingResult",
+    "Packing",
     "ReplicaState",
     "RerankItem",
     "RerankResult",
     "ServerError",
     "Usage",
+    "VectorKindError",
+    "VectorShape",
     "__version__",
 ]

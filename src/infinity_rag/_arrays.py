@@ -45,6 +45,9 @@ class ArraySink:
         self._np = require_numpy()
         self.rows = rows
         self.dimensions = dimensions
+        #: Without ``dimensions``: the model's vector width, when known; a vector of another
+        #: width is refused (a flattened matrix is never taken for a vector).
+        self.width: int | None = None
         self._array: NDArray[np.float32] | None = None
         self._lock = threading.Lock()
 
@@ -106,6 +109,11 @@ class ArraySink:
     def _fit(self, block: NDArray[Any], columns: int, index: int) -> NDArray[Any]:
         """``block`` cut to ``columns`` wide (``dimensions``), or an error if it cannot be."""
         width = block.shape[1]
+        if self.width is not None and self.dimensions is None and width != self.width:
+            raise InvalidResponseError(
+                f"embedding {index} has {width} values, not the {self.width} of the model's "
+                "vectors seen before (was the model replaced? the next call learns it again)"
+            )
         if width == columns:
             return block
         if self.dimensions is not None and width > columns:

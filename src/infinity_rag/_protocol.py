@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-from infinity_rag._arrays import ArraySink
 from infinity_rag.errors import (
     AuthenticationError,
+    EncodingRefusedError,
     InfinityAPIError,
     InvalidRequestError,
     InvalidResponseError,
@@ -32,8 +32,6 @@ from infinity_rag.errors import (
 from infinity_rag.types import (
     ClassifyResult,
     ClassLabel,
-    EmbeddingArrayResult,
-    EmbeddingResult,
     ModelInfo,
     RerankItem,
     RerankResult,
@@ -55,6 +53,11 @@ class Call(Generic[T]):
     ``outside_prefix`` marks routes served at the server's root (``/health``).
     ``ints_as_floats`` has the JSON decoder make floats of integers: an answer made of
     numbers (embeddings) is then ready without a Python pass over every value.
+    ``on_error`` turns an error answer into a result (or a :class:`Followup`) instead of
+    raising it: it sees the error first and raises whatever it does not handle.
+
+    ``parse`` (and ``on_error``) may return a :class:`Followup`: one more request the client
+    sends before the call has its result.
     """
 
     method: Literal["GET", "POST"]
@@ -64,6 +67,17 @@ class Call(Generic[T]):
     items: int = 0
     outside_prefix: bool = False
     ints_as_floats: bool = False
+    on_error: Callable[[InfinityAPIError], T] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Followup:
+    """A request a parser needs answered before it can give its result: the client sends
+    ``call`` (with the usual retries) and hands its result to ``then``, whose return value
+    (a part, or another :class:`Followup`) stands for the original call's."""
+
+    call: Call[Any]
+    then: Callable[[Any], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +86,9 @@ class Plan(Generic[T, R]):
 
     calls: list[Call[T]]
     combine: Callable[[list[T]], R]
+    #: Send ``calls[0]`` alone, then the others: its answer teaches what they need (how the
+    #: model's vectors look), and if it fails the others are never sent.
+    first_alone: bool = False
 
 
 def chunks(count: int, size: int) -> list[tuple[int, int]]:
@@ -95,7 +112,11 @@ _LITTLE_ENDIAN = sys.byteorder == "little"
 
 def decode_base64_vector(data: str) -> list[float]:
     """Infinity's base64 embedding: little-endian float32, decoded to Python floats."""
-    raw = base64.b64decode(data)
+    return float32_values(base64.b64decode(data))
+
+
+def float32_values(raw: bytes) -> list[float]:
+    """Little-endian float32 bytes as Python floats."""
     if len(raw) % 4:
         raise InvalidResponseError(
             f"base64 embedding has {len(raw)} bytes, not a whole number of float32 values"
@@ -107,113 +128,38 @@ def decode_base64_vector(data: str) -> list[float]:
     return vector.tolist()
 
 
-@dataclass(frozen=True, slots=True)
-class _EmbeddingPart:
-    vectors: list[list[float]]
-    model: str
-    usage: Usage
-
-
-@dataclass(frozen=True, slots=True)
-class _ArrayPart:
-    """An answer whose vectors went straight into the plan's :class:`ArraySink`."""
-
-    model: str
-    usage: Usage
-
-
-def plan_embed(
-    inputs: Sequence[str],
+def embed_body(
+    inputs: list[str],
     *,
-    modality: Modality,
     model: str | None,
     encoding_format: Literal["float", "base64"],
     dimensions: int | None,
+    modality: Modality,
     extra_body: Mapping[str, Any] | None,
-    batch_size: int,
-) -> Plan[_EmbeddingPart, EmbeddingResult]:
-    def parser(start: int, stop: int) -> Callable[[JSON], _EmbeddingPart]:
-        return _embedding_parser(stop - start, dimensions)
-
-    def combine(parts: list[_EmbeddingPart]) -> EmbeddingResult:
-        vectors = [vector for part in parts for vector in part.vectors]
-        return EmbeddingResult(vectors, _first_model(parts, model), _total_usage(parts))
-
-    calls = _embed_calls(
-        inputs, modality, model, encoding_format, dimensions, extra_body, batch_size, parser
+) -> dict[str, Any]:
+    """The body of one ``POST /embeddings``."""
+    return _body(
+        {
+            "model": model,
+            "input": inputs,
+            "encoding_format": encoding_format,
+            "dimensions": dimensions,
+            # "text" is the server's default; leaving it out keeps proxies that do not
+            # know the parameter working.
+            "modality": None if modality == "text" else modality,
+        },
+        extra_body,
     )
-    return Plan(calls, combine)
 
 
-def plan_embed_array(
-    inputs: Sequence[str],
-    *,
-    modality: Modality,
-    model: str | None,
-    encoding_format: Literal["float", "base64"],
-    dimensions: int | None,
-    extra_body: Mapping[str, Any] | None,
-    batch_size: int,
-) -> Plan[_ArrayPart, EmbeddingArrayResult]:
-    """:func:`plan_embed` whose vectors land in one ``(n, d)`` float32 numpy array.
+def embedding_items(
+    payload: JSON, expected: int, *, check_numbers: bool = True
+) -> list[tuple[int, Any]]:
+    """``(index, embedding)`` of each item of an answer: every index once, in 0..expected-1.
 
-    Each answer is decoded into its rows of an array allocated once (when the first vector
-    tells ``d``): no Python float per value on the base64 path, no concatenation at the end.
-    Raises ImportError (naming the ``[numpy]`` extra) when numpy is missing.
+    Each embedding is a list or a base64 string; ``check_numbers`` also checks that a list
+    holds only numbers (a multi-vector answer's lists hold lists: its reader checks them).
     """
-    sink = ArraySink(len(inputs), dimensions)
-
-    def parser(start: int, stop: int) -> Callable[[JSON], _ArrayPart]:
-        return _array_parser(sink, start, stop - start)
-
-    def combine(parts: list[_ArrayPart]) -> EmbeddingArrayResult:
-        return EmbeddingArrayResult(sink.array(), _first_model(parts, model), _total_usage(parts))
-
-    calls = _embed_calls(
-        inputs, modality, model, encoding_format, dimensions, extra_body, batch_size, parser
-    )
-    return Plan(calls, combine)
-
-
-def _embed_calls(
-    inputs: Sequence[str],
-    modality: Modality,
-    model: str | None,
-    encoding_format: Literal["float", "base64"],
-    dimensions: int | None,
-    extra_body: Mapping[str, Any] | None,
-    batch_size: int,
-    parser: Callable[[int, int], Callable[[JSON], T]],
-) -> list[Call[T]]:
-    calls = []
-    for start, stop in chunks(len(inputs), batch_size):
-        body = _body(
-            {
-                "model": model,
-                "input": list(inputs[start:stop]),
-                "encoding_format": encoding_format,
-                "dimensions": dimensions,
-                # "text" is the server's default; leaving it out keeps proxies that do not
-                # know the parameter working.
-                "modality": None if modality == "text" else modality,
-            },
-            extra_body,
-        )
-        calls.append(
-            Call(
-                "POST",
-                "/embeddings",
-                body,
-                parser(start, stop),
-                items=stop - start,
-                ints_as_floats=True,
-            )
-        )
-    return calls
-
-
-def _embedding_items(payload: JSON, expected: int) -> list[tuple[int, Any]]:
-    """``(index, embedding)`` of each item of an answer: every index once, in 0..expected-1."""
     data = _field(payload, "data", list)
     if len(data) != expected:
         raise InvalidResponseError(
@@ -230,46 +176,15 @@ def _embedding_items(payload: JSON, expected: int) -> list[tuple[int, Any]]:
         seen[index] = True
         embedding = item.get("embedding")
         if isinstance(embedding, list):
-            _floats(embedding, index)
+            if check_numbers:
+                check_floats(embedding, index)
         elif not isinstance(embedding, str):
             raise InvalidResponseError(f"embedding {index} is neither a list nor base64")
         items.append((index, embedding))
     return items
 
 
-def _embedding_parser(expected: int, dimensions: int | None) -> Callable[[JSON], _EmbeddingPart]:
-    def parse(payload: JSON) -> _EmbeddingPart:
-        vectors: list[list[float]] = [[] for _ in range(expected)]
-        for index, embedding in _embedding_items(payload, expected):
-            vector = decode_base64_vector(embedding) if isinstance(embedding, str) else embedding
-            # A proxy may drop `dimensions` (LiteLLM renames it); Infinity itself only
-            # truncates, so truncating here gives the same vector.
-            if dimensions is not None and len(vector) > dimensions:
-                vector = vector[:dimensions]
-            elif dimensions is not None and len(vector) < dimensions:
-                raise InvalidResponseError(
-                    f"asked for {dimensions} dimensions, the model's vectors have "
-                    f"{len(vector)} (a proxy such as LiteLLM does not forward `dimensions`)"
-                )
-            vectors[index] = vector
-        return _EmbeddingPart(vectors, str(payload.get("model", "")), parse_usage(payload))
-
-    return parse
-
-
-def _array_parser(sink: ArraySink, start: int, expected: int) -> Callable[[JSON], _ArrayPart]:
-    def parse(payload: JSON) -> _ArrayPart:
-        rows = _base64_rows(payload, expected)
-        if rows is None:  # JSON floats, or anything odd: checked item by item
-            items = _embedding_items(payload, expected)
-            rows = [index for index, _ in items], [embedding for _, embedding in items]
-        sink.put(start, *rows)
-        return _ArrayPart(str(payload.get("model", "")), parse_usage(payload))
-
-    return parse
-
-
-def _base64_rows(payload: JSON, expected: int) -> tuple[list[int] | None, list[str]] | None:
+def base64_rows(payload: JSON, expected: int) -> tuple[list[int] | None, list[str]] | None:
     """The fast path for a well-formed base64 answer: its embeddings and where they go
     (``None``: in order). ``None`` when anything is unusual; the careful path then says what."""
     data = payload.get("data") if isinstance(payload, dict) else None
@@ -292,7 +207,7 @@ def _base64_rows(payload: JSON, expected: int) -> tuple[list[int] | None, list[s
     return [int(i) for i in indices], embeddings
 
 
-def _floats(values: list[Any], index: int) -> list[float]:
+def check_floats(values: list[Any], index: int) -> list[float]:
     # The answer was decoded with ints_as_floats, so a number here is already a float (a proxy
     # re-serialising 0.0 as 0 included). sum() checks that every value is a number at C speed;
     # a Python float() per value made JSON-float answers 10% slower than other clients'
@@ -521,7 +436,7 @@ def _field(payload: JSON, name: str, kind: type) -> Any:
     return value
 
 
-_Part = _EmbeddingPart | _ArrayPart | _RerankPart | _ClassifyPart
+_Part = _RerankPart | _ClassifyPart
 
 
 def _first_model(parts: Sequence[_Part], asked: str | None) -> str:
@@ -542,6 +457,8 @@ def read_response(
     if not 200 <= status_code < 300:
         error = error_from_response(status_code, content, url)
         error.retry_after = parse_retry_after(retry_after)
+        if call.on_error is not None:
+            return call.on_error(error)
         raise error
     try:
         payload = (
@@ -604,6 +521,22 @@ def parse_retry_after(value: str | None) -> float | None:
     return seconds if seconds is not None and 0 <= seconds <= 60 else None
 
 
+# Infinity 0.0.78 (fastapi_schemas/pymodels.py) answers a base64 request to a model served with
+# --embedding-dtype ubinary / binary with a 500 whose message says so: the same every time.
+_PACKING_REFUSAL = re.compile(
+    r"does not support base64 encoding, as it uses uint8-bitpacking "
+    r"with EmbeddingDtype\.(u?binary)\b"
+)
+
+
+def refused_packing(message: str) -> Literal["ubinary", "binary"] | None:
+    """The packing named by Infinity's refusal of base64 for bit-packed vectors, else None."""
+    match = _PACKING_REFUSAL.search(message)
+    if match is None:
+        return None
+    return "ubinary" if match.group(1) == "ubinary" else "binary"
+
+
 def error_from_response(status_code: int, content: bytes, url: str) -> InfinityAPIError:
     message, code = error_message(content)
     kind: type[InfinityAPIError]
@@ -618,6 +551,8 @@ def error_from_response(status_code: int, content: bytes, url: str) -> InfinityA
         message += " (check base_url: does the server use a --url-prefix such as /v1?)"
     elif status_code == 429:
         kind = OverloadedError
+    elif status_code >= 500 and refused_packing(message) is not None:
+        kind = EncodingRefusedError
     elif status_code >= 500:
         kind = ServerError
     elif "ModelNotDeployedError" in message:

@@ -8,6 +8,8 @@ retries what may pass, and combines the parts in input order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -33,7 +35,7 @@ import httpx
 from pydantic import SecretStr
 
 from infinity_rag import _protocol as protocol
-from infinity_rag import _stream
+from infinity_rag import _stream, _vectors
 from infinity_rag._arrays import require_numpy
 from infinity_rag._config import (
     DEFAULT_BATCH_SIZE,
@@ -69,14 +71,25 @@ from infinity_rag._pool import (
     ReplicaPool,
     check_backoff,
 )
-from infinity_rag.errors import InfinityConnectionError, InfinityError, InfinityTimeoutError
+from infinity_rag.errors import (
+    InfinityConnectionError,
+    InfinityError,
+    InfinityTimeoutError,
+    InvalidResponseError,
+    VectorKindError,
+)
 from infinity_rag.types import (
     ClassifyResult,
     EmbeddingArrayResult,
     EmbeddingResult,
     ModelInfo,
+    MultiVectorArrayResult,
+    MultiVectorResult,
+    PackedEmbeddingArrayResult,
+    PackedEmbeddingResult,
     ReplicaState,
     RerankResult,
+    VectorShape,
 )
 
 __all__ = ["InfinityClient"]
@@ -107,6 +120,28 @@ class _StreamOpts(_MediaOpts, total=False):
 
 
 class _TextOpts(_StreamOpts, total=False):
+    on_progress: ProgressCallback | None
+
+
+class _MultiOpts(TypedDict, total=False):
+    """The keywords of ``embed_multi_vector`` besides ``as_numpy`` (overloads)."""
+
+    model: str | None
+    modality: Literal["text", "image"]
+    encoding_format: EncodingFormat | None
+    extra_body: Mapping[str, Any] | None
+    batch_size: int | None
+    max_concurrency: int | None
+    on_progress: ProgressCallback | None
+
+
+class _PackedOpts(TypedDict, total=False):
+    """The keywords of ``embed_packed`` besides ``as_numpy`` (overloads)."""
+
+    model: str | None
+    extra_body: Mapping[str, Any] | None
+    batch_size: int | None
+    max_concurrency: int | None
     on_progress: ProgressCallback | None
 
 
@@ -215,6 +250,8 @@ class InfinityClient:
         self._headers = {"Accept": "application/json", **(headers or {})}
         if self.api_key is not None:
             self._headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
+        # What each model's vectors look like, learned from its answers (see _vectors).
+        self._shapes = _vectors.ShapeCache()
         self._injected_client = http_client
         self._injected_async_client = http_async_client
         self._sync_client: httpx.Client | None = None
@@ -561,6 +598,7 @@ class InfinityClient:
         extra_body: Mapping[str, Any] | None,
         batch_size: int | None,
         as_numpy: bool,
+        target: _vectors.Target = "single",
     ) -> tuple[Callable[[list[str]], protocol.Plan[Any, Any]], int]:
         """The arguments checked, as a function from inputs to their plan, and the chunk size."""
         if modality == "text":
@@ -570,17 +608,225 @@ class InfinityClient:
             size = min(self.batch_size, MAX_MEDIA_ITEMS_PER_REQUEST)
         if as_numpy:
             require_numpy()
-        plan = protocol.plan_embed_array if as_numpy else protocol.plan_embed
         prepare = functools.partial(
-            plan,
+            _vectors.plan_vectors,
+            target=target,
             modality=modality,
             model=model,
             encoding_format=check_encoding_format(encoding_format or "base64"),
             dimensions=check_optional_positive_int(dimensions, "dimensions"),
             extra_body=extra_body,
             batch_size=size,
+            as_numpy=bool(as_numpy),
+            shapes=self._shapes,
         )
         return prepare, size
+
+    # --- multi-vector and bit-packed embeddings ----------------------------------------------
+
+    @overload
+    def embed_multi_vector(
+        self,
+        inputs: Sequence[str] | Sequence[MediaInput],
+        *,
+        as_numpy: Literal[False] = False,
+        **kw: Unpack[_MultiOpts],
+    ) -> MultiVectorResult: ...
+    @overload
+    def embed_multi_vector(
+        self,
+        inputs: Sequence[str] | Sequence[MediaInput],
+        *,
+        as_numpy: Literal[True],
+        **kw: Unpack[_MultiOpts],
+    ) -> MultiVectorArrayResult: ...
+    @overload
+    def embed_multi_vector(
+        self,
+        inputs: Sequence[str] | Sequence[MediaInput],
+        *,
+        as_numpy: bool,
+        **kw: Unpack[_MultiOpts],
+    ) -> MultiVectorResult | MultiVectorArrayResult: ...
+    def embed_multi_vector(
+        self,
+        inputs: Sequence[str] | Sequence[MediaInput],
+        *,
+        model: str | None = None,
+        modality: Literal["text", "image"] = "text",
+        encoding_format: EncodingFormat | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
+        max_concurrency: int | None = None,
+        on_progress: ProgressCallback | None = None,
+        as_numpy: bool = False,
+    ) -> MultiVectorResult | MultiVectorArrayResult:
+        """Embed texts (or, with ``modality="image"``, images) with a late-interaction model
+        (ColBERT; ColPali for images): per input its matrix, one vector per token / patch.
+
+        Returns a :class:`MultiVectorResult` (lists of floats) or, with ``as_numpy=True``, a
+        :class:`MultiVectorArrayResult` (one float32 ``(tokens, dimensions)`` array per
+        input). Base64 on the wire by default: Infinity flattens each matrix there, and the
+        client cuts it into rows of the model's width, learned from a float answer on the
+        first request to the model. A single-vector or bit-packed model raises
+        :class:`~infinity_rag.errors.VectorKindError` naming the method to use.
+        """
+        prepare, _ = self._embedder(
+            modality, model, encoding_format, None, extra_body, batch_size, as_numpy, "multi"
+        )
+        plan = prepare(_checked_inputs(inputs, modality))
+        return self._run(plan, max_concurrency, on_progress)  # type: ignore[no-any-return]
+
+    @overload
+    async def aembed_multi_vector(
+        self,
+        inputs: Sequence[str] | Sequence[MediaInput],
+        *,
+        as_numpy: Literal[False] = False,
+        **kw: Unpack[_MultiOpts],
+    ) -> MultiVectorResult: ...
+    @overload
+    async def aembed_multi_vector(
+        self,
+        inputs: Sequence[str] | Sequence[MediaInput],
+        *,
+        as_numpy: Literal[True],
+        **kw: Unpack[_MultiOpts],
+    ) -> MultiVectorArrayResult: ...
+    @overload
+    async def aembed_multi_vector(
+        self,
+        inputs: Sequence[str] | Sequence[MediaInput],
+        *,
+        as_numpy: bool,
+        **kw: Unpack[_MultiOpts],
+    ) -> MultiVectorResult | MultiVectorArrayResult: ...
+    async def aembed_multi_vector(
+        self,
+        inputs: Sequence[str] | Sequence[MediaInput],
+        *,
+        model: str | None = None,
+        modality: Literal["text", "image"] = "text",
+        encoding_format: EncodingFormat | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
+        max_concurrency: int | None = None,
+        on_progress: ProgressCallback | None = None,
+        as_numpy: bool = False,
+    ) -> MultiVectorResult | MultiVectorArrayResult:
+        """Async :meth:`embed_multi_vector`."""
+        prepare, _ = self._embedder(
+            modality, model, encoding_format, None, extra_body, batch_size, as_numpy, "multi"
+        )
+        plan = prepare(_checked_inputs(inputs, modality))
+        return await self._arun(plan, max_concurrency, on_progress)
+
+    @overload
+    def embed_packed(
+        self, texts: Sequence[str], *, as_numpy: Literal[False] = False, **kw: Unpack[_PackedOpts]
+    ) -> PackedEmbeddingResult: ...
+    @overload
+    def embed_packed(
+        self, texts: Sequence[str], *, as_numpy: Literal[True], **kw: Unpack[_PackedOpts]
+    ) -> PackedEmbeddingArrayResult: ...
+    @overload
+    def embed_packed(
+        self, texts: Sequence[str], *, as_numpy: bool, **kw: Unpack[_PackedOpts]
+    ) -> PackedEmbeddingResult | PackedEmbeddingArrayResult: ...
+    def embed_packed(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
+        max_concurrency: int | None = None,
+        on_progress: ProgressCallback | None = None,
+        as_numpy: bool = False,
+    ) -> PackedEmbeddingResult | PackedEmbeddingArrayResult:
+        """Embed ``texts`` with a model served with ``--embedding-dtype ubinary`` / ``binary``:
+        bit-packed vectors (``dimensions / 8`` ints each), in input order.
+
+        Returns a :class:`PackedEmbeddingResult` (Python ints) or, with ``as_numpy=True``, a
+        :class:`PackedEmbeddingArrayResult` (``uint8`` for ubinary, ``int8`` for binary).
+        Infinity refuses base64 for packed vectors, so they travel as JSON numbers; the
+        packing is learned from that refusal, once per model. Bits are
+        ``numpy.packbits(vector > 0)`` (see :data:`~infinity_rag.types.Packing`). A float or
+        multi-vector model raises :class:`~infinity_rag.errors.VectorKindError`.
+        """
+        prepare, _ = self._embedder(
+            "text", model, "float", None, extra_body, batch_size, as_numpy, "packed"
+        )
+        return self._run(prepare(check_texts(texts)), max_concurrency, on_progress)  # type: ignore[no-any-return]
+
+    @overload
+    async def aembed_packed(
+        self, texts: Sequence[str], *, as_numpy: Literal[False] = False, **kw: Unpack[_PackedOpts]
+    ) -> PackedEmbeddingResult: ...
+    @overload
+    async def aembed_packed(
+        self, texts: Sequence[str], *, as_numpy: Literal[True], **kw: Unpack[_PackedOpts]
+    ) -> PackedEmbeddingArrayResult: ...
+    @overload
+    async def aembed_packed(
+        self, texts: Sequence[str], *, as_numpy: bool, **kw: Unpack[_PackedOpts]
+    ) -> PackedEmbeddingResult | PackedEmbeddingArrayResult: ...
+    async def aembed_packed(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
+        max_concurrency: int | None = None,
+        on_progress: ProgressCallback | None = None,
+        as_numpy: bool = False,
+    ) -> PackedEmbeddingResult | PackedEmbeddingArrayResult:
+        """Async :meth:`embed_packed`."""
+        prepare, _ = self._embedder(
+            "text", model, "float", None, extra_body, batch_size, as_numpy, "packed"
+        )
+        return await self._arun(prepare(check_texts(texts)), max_concurrency, on_progress)
+
+    def vector_shape(
+        self,
+        model: str | None = None,
+        *,
+        modality: protocol.Modality = "text",
+        probe: str | MediaInput = "infinity-rag vector shape probe",
+    ) -> VectorShape:
+        """What ``model``'s vectors look like (width, multi-vector, bit-packed): learned from
+        earlier answers, or now by embedding ``probe`` once (an image or audio clip for a
+        model without text). Check it before ingesting; :meth:`models` reports it too."""
+        shape = self._shapes.get(_vectors.model_key(model))
+        if shape is not None:
+            return shape
+        prepare, _ = self._embedder(modality, model, "float", None, None, None, False)
+        with contextlib.suppress(VectorKindError):
+            self._run(prepare(_checked_inputs([probe], modality)), None, None)
+        return self._learned(model)
+
+    async def avector_shape(
+        self,
+        model: str | None = None,
+        *,
+        modality: protocol.Modality = "text",
+        probe: str | MediaInput = "infinity-rag vector shape probe",
+    ) -> VectorShape:
+        """Async :meth:`vector_shape`."""
+        shape = self._shapes.get(_vectors.model_key(model))
+        if shape is not None:
+            return shape
+        prepare, _ = self._embedder(modality, model, "float", None, None, None, False)
+        with contextlib.suppress(VectorKindError):
+            await self._arun(prepare(_checked_inputs([probe], modality)), None, None)
+        return self._learned(model)
+
+    def _learned(self, model: str | None) -> VectorShape:
+        shape = self._shapes.get(_vectors.model_key(model))
+        if shape is None:
+            raise InvalidResponseError(f"embedding a probe did not tell the shape of {model!r}")
+        return shape
 
     # --- rerank ------------------------------------------------------------------------------
 
@@ -694,12 +940,23 @@ class InfinityClient:
     # --- models and health -------------------------------------------------------------------
 
     def models(self) -> list[ModelInfo]:
-        """The served models with their capabilities (``embed``, ``rerank``, ``classify``, ...)."""
-        return self._run(protocol.plan_models(), None, None)
+        """The served models with their capabilities (``embed``, ``rerank``, ``classify``, ...)
+        and, in ``vectors``, what this client learned about each model's vectors."""
+        return self._with_shapes(self._run(protocol.plan_models(), None, None))
 
     async def amodels(self) -> list[ModelInfo]:
         """Async :meth:`models`."""
-        return await self._arun(protocol.plan_models(), None, None)
+        return self._with_shapes(await self._arun(protocol.plan_models(), None, None))
+
+    def _with_shapes(self, models: list[ModelInfo]) -> list[ModelInfo]:
+        shapes = self._shapes.snapshot()
+        default = shapes.get("") if len(models) == 1 else None
+        return [
+            dataclasses.replace(info, vectors=shapes.get(info.id, default))
+            if info.id in shapes or default is not None
+            else info
+            for info in models
+        ]
 
     def health(self) -> bool:
         """``True`` if ``GET /health`` answers 200 on a replica (one try each); else raises
@@ -744,6 +1001,18 @@ class InfinityClient:
         on_progress: ProgressCallback | None,
     ) -> R:
         calls = plan.calls
+        self._concurrency(max_concurrency, 1)  # checked before anything is sent
+        if plan.first_alone and calls:
+            first = self._run_calls(calls[:1], 1, on_progress)
+            return plan.combine(first + self._run_calls(calls[1:], max_concurrency, on_progress))
+        return plan.combine(self._run_calls(calls, max_concurrency, on_progress))
+
+    def _run_calls(
+        self,
+        calls: list[protocol.Call[T]],
+        max_concurrency: int | None,
+        on_progress: ProgressCallback | None,
+    ) -> list[T]:
         limit = self._concurrency(max_concurrency, len(calls))
         if limit <= 1:
             parts = []
@@ -751,7 +1020,7 @@ class InfinityClient:
                 parts.append(self._call(call))
                 if on_progress:
                     on_progress(call.items)
-            return plan.combine(parts)
+            return parts
         # httpx.Client is thread-safe: the pool's threads share its connections.
         with ThreadPoolExecutor(limit, thread_name_prefix="infinity-rag") as pool:
             futures = {pool.submit(self._call, call): i for i, call in enumerate(calls)}
@@ -766,7 +1035,7 @@ class InfinityClient:
                 for future in futures:
                     future.cancel()
                 raise
-        return plan.combine(results)
+        return results
 
     async def _arun(
         self,
@@ -775,6 +1044,19 @@ class InfinityClient:
         on_progress: ProgressCallback | None,
     ) -> R:
         calls = plan.calls
+        self._concurrency(max_concurrency, 1)  # checked before anything is sent
+        if plan.first_alone and calls:
+            first = await self._arun_calls(calls[:1], 1, on_progress)
+            rest = await self._arun_calls(calls[1:], max_concurrency, on_progress)
+            return plan.combine(first + rest)
+        return plan.combine(await self._arun_calls(calls, max_concurrency, on_progress))
+
+    async def _arun_calls(
+        self,
+        calls: list[protocol.Call[T]],
+        max_concurrency: int | None,
+        on_progress: ProgressCallback | None,
+    ) -> list[T]:
         limit = self._concurrency(max_concurrency, len(calls))
         if limit <= 1:
             parts = []
@@ -782,7 +1064,7 @@ class InfinityClient:
                 parts.append(await self._acall(call))
                 if on_progress:
                     on_progress(call.items)
-            return plan.combine(parts)
+            return parts
         gate = asyncio.Semaphore(limit)
 
         async def run_one(call: protocol.Call[T]) -> T:
@@ -798,7 +1080,7 @@ class InfinityClient:
                 tasks = [group.create_task(run_one(call)) for call in calls]
         except BaseExceptionGroup as group_error:
             raise group_error.exceptions[0] from None
-        return plan.combine([task.result() for task in tasks])
+        return [task.result() for task in tasks]
 
     def _shown_roots(self) -> str:
         return ", ".join(server_root(replica.shown) for replica in self._pool.replicas)
@@ -808,6 +1090,21 @@ class InfinityClient:
         return min(check_positive_int(limit, "max_concurrency"), calls)
 
     def _call(self, call: protocol.Call[T], attempts: Attempts | None = None) -> T:
+        """Send one request, retrying what may pass (on another replica when there is one),
+        and any :class:`~infinity_rag._protocol.Followup` its answer asks for."""
+        part: Any = self._attempt(call, attempts)
+        while isinstance(part, protocol.Followup):
+            part = part.then(self._attempt(part.call, None))
+        return part  # type: ignore[no-any-return]
+
+    async def _acall(self, call: protocol.Call[T], attempts: Attempts | None = None) -> T:
+        """Async :meth:`_call`."""
+        part: Any = await self._aattempt(call, attempts)
+        while isinstance(part, protocol.Followup):
+            part = part.then(await self._aattempt(part.call, None))
+        return part  # type: ignore[no-any-return]
+
+    def _attempt(self, call: protocol.Call[T], attempts: Attempts | None) -> T:
         """Send one request, retrying what may pass (on another replica when there is one)."""
         attempts = attempts or Attempts(self._pool, self.retry)
         while True:
@@ -825,8 +1122,8 @@ class InfinityClient:
             if delay:
                 time.sleep(delay)
 
-    async def _acall(self, call: protocol.Call[T], attempts: Attempts | None = None) -> T:
-        """Async :meth:`_call`."""
+    async def _aattempt(self, call: protocol.Call[T], attempts: Attempts | None) -> T:
+        """Async :meth:`_attempt`."""
         attempts = attempts or Attempts(self._pool, self.retry)
         while True:
             replica = attempts.start()
@@ -964,6 +1261,15 @@ class InfinityClient:
 
 def _rebuild_client(settings: dict[str, Any]) -> InfinityClient:
     return InfinityClient(**settings)
+
+
+def _checked_inputs(inputs: Sequence[Any], modality: protocol.Modality) -> list[str]:
+    """Texts checked as texts, media turned into URIs (each with its position on error)."""
+    if modality == "text":
+        return check_texts(inputs)
+    if modality not in ("image", "audio"):
+        raise ValueError(f"modality must be 'text' or 'image', got {modality!r}")
+    return _media(inputs, modality)
 
 
 def _media(items: Sequence[MediaInput], modality: Literal["image", "audio"]) -> list[str]:

@@ -10,9 +10,13 @@ InfinityError
 │   ├── NotFoundError                404: no such route (often a wrong URL prefix)
 │   ├── OverloadedError              429: the server's queue is full         (retried)
 │   └── ServerError                  5xx                                      (retried)
+│       └── EncodingRefusedError     500: the model cannot send that encoding (bit-packed
+│                                    vectors as base64); deterministic, not retried
 ├── InfinityConnectionError          the server could not be reached         (retried)
 │   └── InfinityTimeoutError         no answer within the timeout            (retried)
-└── InvalidResponseError             the answer is not what Infinity sends
+├── InvalidResponseError             the answer is not what Infinity sends
+└── VectorKindError                  the model returns another kind of vector than the
+                                     method gives (multi-vector, bit-packed, single)
 ```
 
 Messages are kept short (a 422 echoes the whole input back; it is never repeated here) and
@@ -21,8 +25,14 @@ never contain the API key.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from infinity_rag.types import VectorShape
+
 __all__ = [
     "AuthenticationError",
+    "EncodingRefusedError",
     "InfinityAPIError",
     "InfinityConnectionError",
     "InfinityError",
@@ -34,6 +44,7 @@ __all__ = [
     "NotFoundError",
     "OverloadedError",
     "ServerError",
+    "VectorKindError",
 ]
 
 
@@ -121,6 +132,14 @@ class ServerError(InfinityAPIError):
     retryable = True
 
 
+class EncodingRefusedError(ServerError):
+    """500: the model refuses the request's ``encoding_format``: a model served with
+    ``--embedding-dtype ubinary`` / ``binary`` cannot send base64. The same request fails the
+    same way every time, so it is not retried; the client asks for floats instead."""
+
+    retryable = False
+
+
 class InfinityConnectionError(InfinityError):
     """The server could not be reached, or the connection broke mid-answer."""
 
@@ -137,3 +156,24 @@ class InfinityTimeoutError(InfinityConnectionError):
 
 class InvalidResponseError(InfinityError):
     """The server answered 2xx with a body that is not Infinity's format (or is incomplete)."""
+
+
+class VectorKindError(InfinityError):
+    """The model returns another kind of vector than the method called gives.
+
+    A ColBERT / ColPali model (late interaction) returns a matrix per input: use
+    ``embed_multi_vector``; a model served with ``--embedding-dtype ubinary`` / ``binary``
+    returns bit-packed vectors: use ``embed_packed``; a single-vector model: use ``embed``.
+    Raised before anything is returned, so nothing is ever passed off as the wrong shape.
+
+    Attributes:
+        model: the model as the request named it (``""``: the server's only model).
+        shape: what the client learned about the model's vectors (a ``VectorShape``).
+        method: the client method that returns this kind of vector.
+    """
+
+    def __init__(self, message: str, *, model: str, shape: VectorShape, method: str) -> None:
+        self.model = model
+        self.shape = shape
+        self.method = method
+        super().__init__(message)

@@ -21,14 +21,28 @@ __all__ = [
     "EmbeddingArrayResult",
     "EmbeddingResult",
     "ModelInfo",
+    "MultiVectorArrayResult",
+    "MultiVectorResult",
+    "PackedEmbeddingArrayResult",
+    "PackedEmbeddingResult",
+    "Packing",
     "ReplicaState",
     "RerankItem",
     "RerankResult",
     "Usage",
+    "VectorShape",
 ]
 
 Capability = Literal["embed", "rerank", "classify", "image_embed", "audio_embed"]
 """What a served model can do, as ``GET /models`` lists it in ``ModelInfo.capabilities``."""
+
+Packing = Literal["ubinary", "binary"]
+"""How a model served with ``--embedding-dtype ubinary`` / ``binary`` packs its vectors.
+
+Both are ``numpy.packbits(vector > 0)`` of the float32 vector (big-endian bit order: the first
+dimension is the high bit of the first byte; a dimension that is exactly 0 gives a 0 bit).
+``ubinary`` sends each byte as it is (0..255), ``binary`` sends ``byte - 128`` (-128..127).
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +111,166 @@ class EmbeddingArrayResult:
     __hash__ = None  # type: ignore[assignment]  # an array is mutable
 
 
+def _arrays_equal(a: Any, b: Any) -> bool:
+    return bool(a.shape == b.shape and a.dtype == b.dtype and (a == b).all())
+
+
+@dataclass(frozen=True, slots=True)
+class VectorShape:
+    """What the client learned about a model's vectors from its answers (cached per client).
+
+    Attributes:
+        width: values per vector as the server sends them (bit-packed: bytes).
+        multi_vector: each input gets a matrix (one vector per token or image patch, as
+            ColBERT and ColPali models in late-interaction mode return), not one vector.
+        packing: ``"ubinary"`` / ``"binary"`` for bit-packed vectors, else ``None``.
+    """
+
+    width: int
+    multi_vector: bool = False
+    packing: Packing | None = None
+
+    @property
+    def dimensions(self) -> int:
+        """The vectors' dimensionality: ``width``, or ``8 * width`` bits when bit-packed."""
+        return self.width * 8 if self.packing is not None else self.width
+
+    @property
+    def kind(self) -> str:
+        """``"multi-vector"``, ``"bit-packed (ubinary)"`` / ``"bit-packed (binary)"`` or
+        ``"single-vector"``: how the client's messages describe the model."""
+        if self.multi_vector:
+            return "multi-vector"
+        if self.packing is not None:
+            return f"bit-packed ({self.packing})"
+        return "single-vector"
+
+
+@dataclass(frozen=True, slots=True)
+class MultiVectorResult:
+    """Per input (in order) its matrix: one ``dimensions``-wide vector per token (ColBERT) or
+    image patch (ColPali), as lists of Python floats. What ``embed_multi_vector`` returns."""
+
+    embeddings: list[list[list[float]]]
+    model: str
+    dimensions: int
+    usage: Usage = field(default_factory=Usage)
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    def __iter__(self) -> Iterator[list[list[float]]]:
+        return iter(self.embeddings)
+
+    def __getitem__(self, index: int) -> list[list[float]]:
+        return self.embeddings[index]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MultiVectorArrayResult:
+    """Per input (in order) one ``(tokens, dimensions)`` float32 ``numpy.ndarray``.
+
+    What ``embed_multi_vector(..., as_numpy=True)`` returns; inputs have different token
+    counts, so the matrices are separate arrays.
+    """
+
+    embeddings: list[NDArray[np.float32]]
+    model: str
+    dimensions: int
+    usage: Usage = field(default_factory=Usage)
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    def __iter__(self) -> Iterator[NDArray[np.float32]]:
+        return iter(self.embeddings)
+
+    def __getitem__(self, index: int) -> NDArray[np.float32]:
+        return self.embeddings[index]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MultiVectorArrayResult):
+            return NotImplemented
+        return (
+            self.model == other.model
+            and self.usage == other.usage
+            and self.dimensions == other.dimensions
+            and len(self.embeddings) == len(other.embeddings)
+            and all(map(_arrays_equal, self.embeddings, other.embeddings))
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # arrays are mutable
+
+
+@dataclass(frozen=True, slots=True)
+class PackedEmbeddingResult:
+    """Bit-packed vectors in input order, as Python ints (``dimensions / 8`` per vector).
+
+    What ``embed_packed`` returns for a model served with ``--embedding-dtype ubinary``
+    (ints 0..255) or ``binary`` (-128..127); see :data:`Packing` for the bit convention.
+    """
+
+    embeddings: list[list[int]]
+    model: str
+    packing: Packing
+    dimensions: int
+    usage: Usage = field(default_factory=Usage)
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.embeddings)
+
+    def __getitem__(self, index: int) -> list[int]:
+        return self.embeddings[index]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PackedEmbeddingArrayResult:
+    """Bit-packed vectors as one ``(n, dimensions / 8)`` array: ``uint8`` for ``ubinary``,
+    ``int8`` for ``binary``. What ``embed_packed(..., as_numpy=True)`` returns."""
+
+    embeddings: NDArray[np.uint8] | NDArray[np.int8]
+    model: str
+    packing: Packing
+    dimensions: int
+    usage: Usage = field(default_factory=Usage)
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    def __iter__(self) -> Iterator[NDArray[np.uint8] | NDArray[np.int8]]:
+        return iter(self.embeddings)
+
+    def __getitem__(self, index: int) -> NDArray[np.uint8] | NDArray[np.int8]:
+        row: NDArray[np.uint8] | NDArray[np.int8] = self.embeddings[index]
+        return row
+
+    def bits(self) -> NDArray[np.uint8]:
+        """The unpacked ``(n, dimensions)`` array of 0/1 (``numpy.unpackbits``): 1 where the
+        float vector was > 0."""
+        import numpy
+
+        packed = self.embeddings
+        if self.packing == "binary":
+            packed = (packed.astype(numpy.int16) + 128).astype(numpy.uint8)
+        return numpy.unpackbits(packed.view(numpy.uint8), axis=-1)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PackedEmbeddingArrayResult):
+            return NotImplemented
+        return (
+            self.model == other.model
+            and self.usage == other.usage
+            and self.packing == other.packing
+            and self.dimensions == other.dimensions
+            and _arrays_equal(self.embeddings, other.embeddings)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # an array is mutable
+
+
 @dataclass(frozen=True, slots=True)
 class RerankItem:
     """One scored document: ``index`` points into the documents that were sent."""
@@ -155,6 +329,9 @@ class ModelInfo:
     """A served model as ``GET /models`` describes it.
 
     ``capabilities`` is empty when the server does not say (a LiteLLM proxy, for example).
+    ``vectors`` is what this client learned about the model's vectors from its answers
+    (width, multi-vector, bit-packed), ``None`` until it embedded something with it (see
+    ``InfinityClient.vector_shape``).
     """
 
     id: str
@@ -163,6 +340,7 @@ class ModelInfo:
     owned_by: str | None = None
     created: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    vectors: VectorShape | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,3 +11,7 @@ def check(client: InfinityClient) -> None:
     del shape
     client.embed(["a"], modle="m")  # E
     client.embed_stream(["a"], on_progress=print)  # E
+    client.embed_packed(["a"], encoding_format="base64")  # E
+    client.embed_packed(["a"], dimensions=8)  # E
+    client.embed_multi_vector(["a"], dimensions=8)  # E
+    client.embed_multi_vector(["a"], modality="audio")  # E

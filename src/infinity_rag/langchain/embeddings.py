@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Literal, Self, TypedDict
 
 from langchain_core.embeddings import Embeddings
 from pydantic import Field, model_validator
 
 from infinity_rag._inputs import MAX_ITEMS_PER_REQUEST, MediaInput, check_query, check_texts
+from infinity_rag._vectors import one_float_vector_per_input
 from infinity_rag.langchain._base import InfinityBase
 
 __all__ = ["InfinityEmbeddings"]
@@ -176,7 +177,7 @@ class InfinityEmbeddings(InfinityBase, Embeddings):
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents (with ``document_prefix``); one vector per text, in order."""
         inputs = self._document_inputs(texts)
-        with self._progress(len(inputs)) as on_progress:
+        with self._progress(len(inputs)) as on_progress, self._single():
             result = self._client.embed(
                 inputs, batch_size=self.batch_size, on_progress=on_progress, **self._embed_args()
             )
@@ -185,7 +186,7 @@ class InfinityEmbeddings(InfinityBase, Embeddings):
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Async :meth:`embed_documents` (native async HTTP, no thread pool)."""
         inputs = self._document_inputs(texts)
-        with self._progress(len(inputs)) as on_progress:
+        with self._progress(len(inputs)) as on_progress, self._single():
             result = await self._client.aembed(
                 inputs, batch_size=self.batch_size, on_progress=on_progress, **self._embed_args()
             )
@@ -193,11 +194,14 @@ class InfinityEmbeddings(InfinityBase, Embeddings):
 
     def embed_query(self, text: str) -> list[float]:
         """Embed a query (with ``query_prefix``)."""
-        return self._client.embed(self._query_input(text), **self._embed_args()).embeddings[0]
+        with self._single():
+            result = self._client.embed(self._query_input(text), **self._embed_args())
+        return result.embeddings[0]
 
     async def aembed_query(self, text: str) -> list[float]:
         """Async :meth:`embed_query` (native async HTTP, no thread pool)."""
-        result = await self._client.aembed(self._query_input(text), **self._embed_args())
+        with self._single():
+            result = await self._client.aembed(self._query_input(text), **self._embed_args())
         return result.embeddings[0]
 
     # --- images -------------------------------------------------------------------------------
@@ -208,13 +212,19 @@ class InfinityEmbeddings(InfinityBase, Embeddings):
         Each image is a local path, an http(s) URL, a ``data:`` URI, bytes or a binary file.
         Texts embedded by the same model (``embed_query``) share the vectors' space.
         """
-        return self._client.embed_images(uris, **self._embed_args()).embeddings
+        with self._single():
+            return self._client.embed_images(uris, **self._embed_args()).embeddings
 
     async def aembed_image(self, uris: Sequence[MediaInput]) -> list[list[float]]:
         """Async :meth:`embed_image`."""
-        return (await self._client.aembed_images(uris, **self._embed_args())).embeddings
+        with self._single():
+            return (await self._client.aembed_images(uris, **self._embed_args())).embeddings
 
     # --- shared by the sync and async paths ---------------------------------------------------
+
+    def _single(self) -> AbstractContextManager[None]:
+        # A multi-vector or bit-packed model fails with what to use instead.
+        return one_float_vector_per_input(type(self).__name__)
 
     def _embed_args(self) -> _EmbedArgs:
         extra_body = {"user": self.user} if self.user is not None else {}

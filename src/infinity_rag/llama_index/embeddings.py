@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Literal
 
 from llama_index.core.base.embeddings.base import Embedding
@@ -13,6 +14,7 @@ from llama_index.core.schema import ImageType
 
 from infinity_rag._config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY
 from infinity_rag._inputs import MediaInput, check_texts
+from infinity_rag._vectors import one_float_vector_per_input
 from infinity_rag.llama_index._connection import InfinityConnection
 from infinity_rag.types import EmbeddingResult
 
@@ -142,15 +144,17 @@ class InfinityEmbedding(InfinityConnection, MultiModalEmbedding):
         return await self._aembed(texts, self.text_instruction)
 
     def _embed(self, texts: Sequence[str], instruction: str | None) -> list[Embedding]:
-        result: EmbeddingResult = self._client.embed(
-            _instructed(texts, instruction), **self._options()
-        )
+        with self._single():
+            result: EmbeddingResult = self._client.embed(
+                _instructed(texts, instruction), **self._options()
+            )
         return result.embeddings
 
     async def _aembed(self, texts: Sequence[str], instruction: str | None) -> list[Embedding]:
-        result: EmbeddingResult = await self._client.aembed(
-            _instructed(texts, instruction), **self._options()
-        )
+        with self._single():
+            result: EmbeddingResult = await self._client.aembed(
+                _instructed(texts, instruction), **self._options()
+            )
         return result.embeddings
 
     # --- images ------------------------------------------------------------------------------
@@ -162,18 +166,24 @@ class InfinityEmbedding(InfinityConnection, MultiModalEmbedding):
         return (await self._aget_image_embeddings([img_file_path]))[0]
 
     def _get_image_embeddings(self, img_file_paths: list[ImageType]) -> list[Embedding]:
-        result: EmbeddingResult = self._client.embed_images(
-            _images(img_file_paths), **self._options()
-        )
+        with self._single():
+            result: EmbeddingResult = self._client.embed_images(
+                _images(img_file_paths), **self._options()
+            )
         return result.embeddings
 
     async def _aget_image_embeddings(self, img_file_paths: list[ImageType]) -> list[Embedding]:
-        result: EmbeddingResult = await self._client.aembed_images(
-            _images(img_file_paths), **self._options()
-        )
+        with self._single():
+            result: EmbeddingResult = await self._client.aembed_images(
+                _images(img_file_paths), **self._options()
+            )
         return result.embeddings
 
     # --- shared ------------------------------------------------------------------------------
+
+    def _single(self) -> AbstractContextManager[None]:
+        # A multi-vector or bit-packed model fails with what to use instead.
+        return one_float_vector_per_input(type(self).__name__)
 
     def _options(self) -> dict[str, Any]:
         """The request options common to every call, sync or async, text or image."""

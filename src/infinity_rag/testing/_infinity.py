@@ -216,6 +216,9 @@ class LocalInfinityServer:
         warmup: run Infinity's model warm-up (startup ~18 s instead of ~7 s).
         extra_env: added to the server's environment (e.g. ``{"INFINITY_QUEUE_SIZE": "4"}``).
         extra_args: appended to the command line (e.g. ``["--batch-size", "8"]``).
+        embedding_dtypes: served name -> ``--embedding-dtype`` (``ubinary``, ``binary``, ...);
+            the other models get ``float32``. The same folder may be served under several
+            names with different dtypes.
         workdir: writable folder for HF_HOME / INFINITY_HOME and the log; default: a temp dir
             that ``stop()`` deletes (unless ``keep_workdir``).
         setup: run ``ensure_server_env()`` on ``start()`` when the venv or models are missing.
@@ -237,6 +240,7 @@ class LocalInfinityServer:
         warmup: bool = False,
         extra_env: Mapping[str, str] | None = None,
         extra_args: Iterable[str] = (),
+        embedding_dtypes: Mapping[str, str] | None = None,
         home: Path | None = None,
         workdir: str | os.PathLike[str] | None = None,
         keep_workdir: bool = False,
@@ -256,6 +260,7 @@ class LocalInfinityServer:
         self.warmup = warmup
         self.extra_env = dict(extra_env or {})
         self.extra_args = list(extra_args)
+        self.embedding_dtypes = dict(embedding_dtypes or {})
         self.setup = setup
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
@@ -335,6 +340,12 @@ class LocalInfinityServer:
         cmd = [str(self.env_paths.infinity_bin), "v2"]
         for name, folder in self.models.items():
             cmd += ["--model-id", str(folder), "--served-model-name", name]
+        unknown = set(self.embedding_dtypes) - set(self.models)
+        if unknown:
+            raise ValueError(f"embedding_dtypes for models not served: {sorted(unknown)}")
+        if self.embedding_dtypes:  # Infinity takes one value for all models, or one per model
+            for name in self.models:
+                cmd += ["--embedding-dtype", self.embedding_dtypes.get(name, "float32")]
         cmd += [
             "--engine", "torch",
             "--device", "cpu",
