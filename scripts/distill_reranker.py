@@ -20,16 +20,19 @@ The recipe (learning to rank, not copying the bi-encoder's scores):
 - **student**: the MiniLM encoder plus a one-logit head
   (``AutoModelForSequenceClassification.from_pretrained(minilm, num_labels=1)``, seeded), word
   embeddings frozen;
-- **data**: the docstrings of the Python standard library (on every machine): ``ast`` over the
-  ``.py`` files under ``sysconfig.get_paths()["stdlib"]`` plus ``inspect`` over a fixed list of C
-  modules, in sorted order. Each documented object gives a passage like the demo corpus's
-  (``name: docstring``) and queries made in several ways: its name in words, its summary line
-  against the rest of the docstring, "how do I ..." rewrites of the summary line, the summary
-  line with its parameters;
+- **data** (``corpus: "demo"``): the demo corpus's own passages (``examples/stdlib_corpus.py``,
+  the standard library's docstrings, on every machine), with queries generated from them in
+  several ways: the object's name in words, its summary line against the rest of the docstring,
+  "how do I ..." rewrites of the summary line, the summary line itself. That is domain adaptation
+  as GPL does it: the passages a reranker will rank, never the questions it is scored on.
+  ``corpus: "stdlib"`` takes every stdlib docstring instead (``ast`` over the ``.py`` files
+  under ``sysconfig.get_paths()["stdlib"]`` plus ``inspect`` over a fixed list of C modules);
 - **negatives**: for each query, passages the bi-encoder (MiniLM, mean-pooled) ranks highest
-  among all others: exactly what a reranker sees after retrieval;
-- **loss**: listwise softmax cross-entropy over (positive, negatives), AdamW, linear warm-up and
-  decay, ``steps`` x ``queries`` per step.
+  among all others, except namesakes (``random.shuffle`` for ``random.Random.shuffle``): exactly
+  what a reranker sees after retrieval;
+- **loss**: listwise softmax cross-entropy over (positive, negatives) against a target that mixes
+  the positive with the bi-encoder's softmax over the group, AdamW, linear warm-up and decay,
+  ``steps`` x ``queries_per_step``.
 
 The questions of ``examples/rerank_questions.py`` are never training data. ``--eval dev``
 retrieves 10 passages of the demo corpus per development question with the bi-encoder and
@@ -89,11 +92,13 @@ RECIPE: dict[str, Any] = {
     # Where queries and negatives come from: "demo" (the demo corpus's own passages, queries
     # generated from them: domain adaptation, as GPL does) or "stdlib" (every stdlib docstring).
     "corpus": "demo",
-    "steps": 120,
+    "steps": 150,
     "queries_per_step": 6,
     "negatives": 3,  # per query, drawn from the bi-encoder's top `hard_pool` other passages
     "hard_pool": 10,
     "lr": 1.5e-4,
+    "teacher_weight": 0.5,  # share of the bi-encoder's softmax in each query's target
+    "teacher_temperature": 0.05,
     "weight_decay": 0.01,
     "warmup_fraction": 0.1,
     "max_grad_norm": 1.0,
@@ -350,8 +355,9 @@ def make_query(ex: dict[str, Any], rng: random.Random) -> tuple[str, str]:
 
 def make_groups(
     examples: list[dict[str, Any]], teacher: Teacher, rng: random.Random, count: int
-) -> list[tuple[str, list[str]]]:
-    """``count`` (query, [positive, negatives...]) groups; negatives are the passages the
+) -> list[tuple[str, list[str], list[float]]]:
+    """``count`` (query, [positive, negatives...], bi-encoder cosines) groups; negatives are the
+    passages the
     bi-encoder ranks highest for the query, except the positive and its namesakes
     (``random.shuffle`` for ``random.Random.shuffle``)."""
     import torch
@@ -364,12 +370,13 @@ def make_groups(
     qvec = teacher.embed([q for q, _ in queries])
     sims = qvec @ passages.T
     top = torch.topk(sims, k=pool + 8, dim=1).indices.tolist()
-    groups: list[tuple[str, list[str]]] = []
-    for ex, (query, positive), row in zip(chosen, queries, top, strict=True):
+    groups: list[tuple[str, list[str], list[float]]] = []
+    for qi, (ex, (query, positive), row) in enumerate(zip(chosen, queries, top, strict=True)):
         me = index[id(ex)]
         candidates = [j for j in row if j != me and examples[j]["leaf"] != ex["leaf"]][:pool]
-        negatives = [examples[j]["full"] for j in rng.sample(candidates, min(k, len(candidates)))]
-        groups.append((query, [positive, *negatives]))
+        picked = rng.sample(candidates, min(k, len(candidates)))
+        texts = [positive, *(examples[j]["full"] for j in picked)]
+        groups.append((query, texts, [float(sims[qi, me]), *(float(sims[qi, j]) for j in picked)]))
     return groups
 
 
@@ -543,7 +550,7 @@ def train(out: Path, rp: dict[str, Any]) -> dict[str, Any]:
     seed_everything(rp["seed"])
     minilm = minilm_dir()
     examples, corpus_sha = build_examples(rp["passage_chars"], rp["corpus"])
-    log(f"[1/3] corpus: {len(examples)} stdlib docstrings in {time.perf_counter() - t0:.1f} s")
+    log(f"[1/3] corpus: {len(examples)} documented objects in {time.perf_counter() - t0:.1f} s")
     steps, per_step = rp["steps"], rp["queries_per_step"]
     rng = random.Random(rp["seed"] + 1)
     t1 = time.perf_counter()
@@ -589,8 +596,8 @@ def train(out: Path, rp: dict[str, Any]) -> dict[str, Any]:
     group_size = 1 + rp["negatives"]
     for step in range(steps):
         batch = groups[step * per_step : (step + 1) * per_step]
-        queries = [q for q, texts in batch for _ in texts]
-        passages = [t for _, texts in batch for t in texts]
+        queries = [q for q, texts, _ in batch for _ in texts]
+        passages = [t for _, texts, _ in batch for t in texts]
         enc = tok(
             queries,
             passages,
@@ -600,7 +607,13 @@ def train(out: Path, rp: dict[str, Any]) -> dict[str, Any]:
             return_tensors="pt",
         )
         logits = model(**enc).logits.view(len(batch), group_size)
-        target = torch.zeros(len(batch), dtype=torch.long)  # the positive comes first
+        # Soft targets: the positive (first), mixed with the bi-encoder's own preferences
+        # among the group (a softmax of its cosines), which teach from every negative at once.
+        onehot = torch.zeros(len(batch), group_size)
+        onehot[:, 0] = 1.0
+        cos = torch.tensor([c for _, _, c in batch])
+        soft = torch.softmax(cos / rp["teacher_temperature"], dim=-1)
+        target = (1 - rp["teacher_weight"]) * onehot + rp["teacher_weight"] * soft
         loss = torch.nn.functional.cross_entropy(logits, target)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in named], rp["max_grad_norm"])
