@@ -824,7 +824,7 @@ def install(out: Path, force_rebuild: bool, ship: bool) -> None:
                 if force_rebuild
                 else f"the shipped weights are for recipe {shipped}, this script's is {rhash}"
             )
-            log(f"training ({why}); about 15 CPU-minutes")
+            log(f"training ({why}); about 5 CPU-minutes")
             work = tmp.parent / f".work-{out.name}-{os.getpid()}"
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir()
