@@ -5,14 +5,18 @@ LlamaIndex, on a real vector database (Qdrant, embedded on disk).
     python examples/rag_demo.py --help
 
 1. Start a local Infinity server (or use the one ``INFINITY_API_BASE`` names) serving MiniLM
-   and a cross-encoder reranker distilled from it offline (``scripts/distill_reranker.py``).
+   and a cross-encoder reranker trained from it offline (``scripts/distill_reranker.py``; its
+   weights ship in ``models/reranker-distilled``).
 2. Load a real corpus: the docstrings of Python's standard library (about 1,100 passages).
-3. LangChain: ingest into Qdrant with ``InfinityEmbeddings``; for each question, retrieve with the
-   vector store, then rerank with ``ContextualCompressionRetriever`` + ``InfinityRerank``.
+3. LangChain: ingest into Qdrant with ``InfinityEmbeddings``; for each of the 59 held-out
+   questions (``examples/rerank_questions.py``: natural how-to questions the reranker never saw),
+   retrieve 10 with the vector store, then rerank them with ``ContextualCompressionRetriever`` +
+   ``InfinityRerank``.
 4. LlamaIndex: the same corpus through ``VectorStoreIndex`` on Qdrant with ``InfinityEmbedding``,
    a retriever, and ``InfinityRerank`` as a node postprocessor.
-5. A summary: passages ingested, throughput, time per query, and whether the passage that
-   answers each question came first after reranking.
+5. Per question, the rank of the first passage that answers it before and after reranking; a few
+   questions reranking made better and worse, in full; a summary: passages ingested, throughput,
+   time per query, hit@1 and MRR@10 of retrieval alone and after reranking over all questions.
 
 To scale out, point Qdrant at a server instead of a folder: ``--qdrant-url http://host:6333``.
 To use another reranker (with network access), ``INFINITY_RAG_RERANKER=BAAI/bge-reranker-base``.
@@ -28,21 +32,24 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from rerank_questions import HELDOUT_QUESTIONS, Question
+
 from infinity_rag import InfinityClient
-from infinity_rag.testing import (
-    QUESTIONS,
-    LocalInfinityServer,
-    Passage,
-    Question,
-    load_corpus,
-    server_env_paths,
-)
+from infinity_rag.testing import LocalInfinityServer, Passage, load_corpus, server_env_paths
 
 EMBED_MODEL = "minilm"
 RERANK_MODEL = "reranker"
 COLLECTION = "stdlib-docs"
+
+
+# The held-out questions: natural how-to questions that played no part in training the reranker
+# or in choosing its recipe (examples/rerank_questions.py), all of them, whatever the outcome.
+QUESTIONS: tuple[Question, ...] = HELDOUT_QUESTIONS
+RETRIEVE_K = 10  # passages retrieved per question, then reranked
+SHOW_TOP = 3  # reranked passages shown per question
 
 
 @dataclass
@@ -55,13 +62,26 @@ class Ranked:
 @dataclass
 class QuestionResult:
     question: Question
-    retrieved: list[Ranked]
-    reranked: list[Ranked]
+    retrieved: list[Ranked]  # the vector store's top RETRIEVE_K
+    reranked: list[Ranked]  # the same passages in the reranker's order
     seconds: float
 
     @property
+    def rank_before(self) -> int | None:
+        """1-based rank of the first answering passage by retrieval alone (None: not in top k)."""
+        return _first_rank(self.retrieved, self.question)
+
+    @property
+    def rank_after(self) -> int | None:
+        return _first_rank(self.reranked, self.question)
+
+    @property
     def answered_first(self) -> bool:
-        return bool(self.reranked) and self.reranked[0].source in self.question.answers
+        return self.rank_after == 1
+
+
+def _first_rank(ranked: Sequence[Ranked], question: Question) -> int | None:
+    return next((i for i, r in enumerate(ranked, 1) if r.source in question.answers), None)
 
 
 @dataclass
@@ -75,6 +95,16 @@ class RunResult:
     def throughput(self) -> float:
         return self.passages / self.ingest_seconds if self.ingest_seconds else 0.0
 
+    def hit_at_1(self, reranked: bool) -> float:
+        """Share of questions whose first passage answers them (retrieval alone or reranked)."""
+        ranks = [q.rank_after if reranked else q.rank_before for q in self.questions]
+        return sum(r == 1 for r in ranks) / max(len(ranks), 1)
+
+    def mrr(self, reranked: bool) -> float:
+        """Mean reciprocal rank of the first answering passage in the top RETRIEVE_K (0 if none)."""
+        ranks = [q.rank_after if reranked else q.rank_before for q in self.questions]
+        return sum(1 / r for r in ranks if r) / max(len(ranks), 1)
+
 
 # --- LangChain -------------------------------------------------------------------------------
 
@@ -85,8 +115,7 @@ def run_langchain(
     questions: Sequence[Question],
     qdrant: dict[str, str],
     *,
-    retrieve_k: int = 10,
-    top_n: int = 3,
+    retrieve_k: int = RETRIEVE_K,
     progress: bool = True,
 ) -> RunResult:
     from langchain_classic.retrievers import ContextualCompressionRetriever
@@ -113,7 +142,7 @@ def run_langchain(
 
     retriever = store.as_retriever(search_kwargs={"k": retrieve_k})
     reranking = ContextualCompressionRetriever(
-        base_compressor=InfinityRerank(model=RERANK_MODEL, client=client, top_n=top_n),
+        base_compressor=InfinityRerank(model=RERANK_MODEL, client=client, top_n=retrieve_k),
         base_retriever=retriever,
     )
     for question in questions:
@@ -144,8 +173,7 @@ def run_llama_index(
     questions: Sequence[Question],
     qdrant: dict[str, str],
     *,
-    retrieve_k: int = 10,
-    top_n: int = 3,
+    retrieve_k: int = RETRIEVE_K,
     progress: bool = True,
 ) -> RunResult:
     from llama_index.core import StorageContext, VectorStoreIndex
@@ -174,7 +202,7 @@ def run_llama_index(
     run = RunResult("LlamaIndex", len(nodes), time.perf_counter() - started)
 
     retriever = index.as_retriever(similarity_top_k=retrieve_k)
-    rerank = InfinityRerank(model=RERANK_MODEL, client=client, top_n=top_n)
+    rerank = InfinityRerank(model=RERANK_MODEL, client=client, top_n=retrieve_k)
     for question in questions:
         started = time.perf_counter()
         hits = retriever.retrieve(question.text)
@@ -182,14 +210,8 @@ def run_llama_index(
         run.questions.append(
             QuestionResult(
                 question,
-                [
-                    Ranked(h.node.metadata["source"], h.score or 0.0, h.node.get_content())
-                    for h in hits
-                ],
-                [
-                    Ranked(h.node.metadata["source"], h.score or 0.0, h.node.get_content())
-                    for h in reranked
-                ],
+                [_ranked_node(h) for h in hits],
+                [_ranked_node(h) for h in reranked],
                 time.perf_counter() - started,
             )
         )
@@ -241,20 +263,48 @@ def qdrant_location(args: argparse.Namespace, stack: ExitStack) -> dict[str, str
     return {"path": str(folder)}
 
 
-def print_run(run: RunResult, show: int) -> None:
+def _rank(rank: int | None) -> str:
+    return str(rank) if rank else "-"
+
+
+def changed(run: RunResult) -> tuple[list[QuestionResult], list[QuestionResult]]:
+    """Questions whose answer reranking moved up, and those it moved down (biggest first)."""
+
+    def key(rank: int | None) -> float:
+        return 1 / rank if rank else 0.0
+
+    better = [q for q in run.questions if key(q.rank_after) > key(q.rank_before)]
+    worse = [q for q in run.questions if key(q.rank_after) < key(q.rank_before)]
+    better.sort(key=lambda q: key(q.rank_before) - key(q.rank_after))
+    worse.sort(key=lambda q: key(q.rank_after) - key(q.rank_before))
+    return better, worse
+
+
+def print_run(run: RunResult, show: int, examples: int) -> None:
     print(
         f"\n=== {run.framework}: {run.passages} passages ingested into Qdrant in "
         f"{run.ingest_seconds:.1f}s ({run.throughput:.0f} passages/s)"
     )
+    print(
+        f"Rank of the first passage that answers each question, retrieval -> reranked "
+        f"(top {RETRIEVE_K}; '-': not retrieved):"
+    )
     for result in run.questions:
-        mark = "first" if result.answered_first else "NOT first"
-        print(f"\nQ: {result.question.text}   [answer {mark} after reranking]")
-        print("  retrieved (vector similarity):")
-        for hit in result.retrieved[:show]:
-            print(f"    {hit.score:6.3f}  {hit.source:<32} {_snippet(hit.text)}")
-        print("  reranked (cross-encoder relevance):")
-        for hit in result.reranked:
-            print(f"    {hit.score:6.3f}  {hit.source:<32} {_snippet(hit.text)}")
+        before, after = _rank(result.rank_before), _rank(result.rank_after)
+        print(f"  {before:>2} -> {after:<2}  {result.question.text}")
+    better, worse = changed(run)
+    for title, picked in (("better", better[:examples]), ("worse", worse[:examples])):
+        for result in picked:
+            print(
+                f"\nQ: {result.question.text}   [reranking made it {title}: answer at "
+                f"{_rank(result.rank_before)} -> {_rank(result.rank_after)}]"
+            )
+            print("  retrieved (vector similarity):")
+            for hit in result.retrieved[:show]:
+                print(f"    {hit.score:6.3f}  {hit.source:<32} {_snippet(hit.text)}")
+            print("  reranked (cross-encoder relevance):")
+            for hit in result.reranked[:SHOW_TOP]:
+                print(f"    {hit.score:6.3f}  {hit.source:<32} {_snippet(hit.text)}")
 
 
 def _snippet(text: str, width: int = 60) -> str:
@@ -262,17 +312,63 @@ def _snippet(text: str, width: int = 60) -> str:
     return body if len(body) <= width else body[: width - 1] + "…"
 
 
+def summary_lines(run: RunResult) -> list[str]:
+    per_query = sum(q.seconds for q in run.questions) / max(len(run.questions), 1)
+    better, worse = changed(run)
+    return [
+        f"  {run.framework:<10} {run.passages} passages, {run.throughput:.0f} passages/s "
+        f"ingest, {per_query * 1000:.0f} ms per query (retrieve + rerank)",
+        f"  {'':<10} {len(run.questions)} held-out questions: hit@1 "
+        f"{run.hit_at_1(False):.0%} -> {run.hit_at_1(True):.0%} after reranking, MRR@{RETRIEVE_K} "
+        f"{run.mrr(False):.3f} -> {run.mrr(True):.3f} ({len(better)} better, {len(worse)} worse)",
+    ]
+
+
 def print_summary(runs: Sequence[RunResult], total_seconds: float) -> None:
     print("\n=== Summary")
     for run in runs:
-        per_query = sum(q.seconds for q in run.questions) / max(len(run.questions), 1)
-        first = sum(q.answered_first for q in run.questions)
-        print(
-            f"  {run.framework:<10} {run.passages} passages, {run.throughput:.0f} passages/s "
-            f"ingest, {per_query * 1000:.0f} ms per query (retrieve + rerank), "
-            f"answer ranked first for {first}/{len(run.questions)} questions"
-        )
+        print("\n".join(summary_lines(run)))
     print(f"  total {total_seconds:.1f}s")
+
+
+def results_markdown(runs: Sequence[RunResult], reranker: str, command: str) -> str:
+    """benchmarks/RESULTS-reranker.md: the headline and every question, for each framework."""
+    lines = [
+        "# The demo's reranker on held-out questions",
+        "",
+        f"Made by `{command}` (reranker: `{reranker}`). {len(QUESTIONS)} natural how-to "
+        "questions (`examples/rerank_questions.py`, `HELDOUT_QUESTIONS`) written before the "
+        "reranker was trained and never used to train it or to choose its recipe. For each, "
+        f"the vector store retrieves {RETRIEVE_K} passages of the demo corpus (MiniLM "
+        "bi-encoder), then the cross-encoder reranks them. A question's rank is that of the "
+        "first passage that answers it ('-': none of the 10 does; it counts 0 in MRR).",
+        "",
+        f"| framework | questions | hit@1 retrieval | hit@1 reranked | MRR@{RETRIEVE_K} "
+        f"retrieval | MRR@{RETRIEVE_K} reranked | better | worse |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        better, worse = changed(run)
+        lines.append(
+            f"| {run.framework} | {len(run.questions)} | {run.hit_at_1(False):.1%} | "
+            f"{run.hit_at_1(True):.1%} | {run.mrr(False):.3f} | {run.mrr(True):.3f} | "
+            f"{len(better)} | {len(worse)} |"
+        )
+    for run in runs:
+        lines += [
+            "",
+            f"## {run.framework}, question by question",
+            "",
+            "| question | answers | rank retrieval | rank reranked | reranked first |",
+            "|---|---|---:|---:|---|",
+        ]
+        for q in run.questions:
+            first = q.reranked[0].source if q.reranked else ""
+            lines.append(
+                f"| {q.question.text} | {', '.join(sorted(q.question.answers))} | "
+                f"{_rank(q.rank_before)} | {_rank(q.rank_after)} | {first} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -282,7 +378,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--qdrant-url", help="a Qdrant server instead, e.g. http://localhost:6333")
     parser.add_argument("--framework", choices=["langchain", "llama-index", "both"], default="both")
-    parser.add_argument("--show", type=int, default=5, help="retrieved passages shown per question")
+    parser.add_argument("--show", type=int, default=5, help="retrieved passages shown per example")
+    parser.add_argument(
+        "--examples", type=int, default=3, help="questions shown in full that reranking changed"
+    )
+    parser.add_argument(
+        "--results", type=Path, help="also write the per-question results (Markdown) here"
+    )
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -293,13 +395,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         qdrant = qdrant_location(args, stack)
         if args.framework in ("langchain", "both"):
             runs.append(run_langchain(client, corpus, QUESTIONS, qdrant))
-            print_run(runs[-1], args.show)
+            print_run(runs[-1], args.show, args.examples)
         if args.framework in ("llama-index", "both"):
             runs.append(run_llama_index(client, corpus, QUESTIONS, qdrant))
-            print_run(runs[-1], args.show)
+            print_run(runs[-1], args.show, args.examples)
         if "path" in qdrant and args.qdrant_path is None:
             shutil.rmtree(qdrant["path"], ignore_errors=True)
     print_summary(runs, time.perf_counter() - started)
+    if args.results:
+        reranker = os.environ.get("INFINITY_RAG_RERANKER") or "models/reranker-distilled"
+        command = "python examples/rag_demo.py --results " + str(args.results)
+        args.results.write_text(results_markdown(runs, reranker, command))
+        print(f"  results written to {args.results}")
     return 0
 
 

@@ -1,0 +1,288 @@
+"""The demo reranker's question sets: natural how-to questions, typed as a user would, with the
+sources (``stdlib_corpus.Passage.source``) of the passages that answer them in the demo corpus.
+
+Written before any reranker was trained on them, and split once at random (``random.Random(13)``
+over the 99 questions written: 40 for development, 59 held out):
+
+- ``DEV_QUESTIONS`` chose the reranker's recipe (``scripts/distill_reranker.py --eval dev``);
+- ``HELDOUT_QUESTIONS`` played no part in training or in choosing the recipe. They are what the
+  demo (``examples/rag_demo.py``), its test and ``benchmarks/RESULTS-reranker.md`` report.
+
+No question is used as training data: the reranker learns from queries generated from the
+standard library's docstrings. A question counts as answered at rank r when the passage at rank r
+has one of its sources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    answers: frozenset[str]  # sources of passages that answer it
+
+
+DEV_QUESTIONS: tuple[Question, ...] = (
+    Question("how do I delete a folder and everything inside it", frozenset({"shutil.rmtree"})),
+    Question(
+        "how do I read a whole text file into a string with pathlib",
+        frozenset({"pathlib.Path.read_text"}),
+    ),
+    Question("how to create nested directories", frozenset({"os.makedirs", "pathlib.Path.mkdir"})),
+    Question(
+        "find all files matching a pattern recursively",
+        frozenset({"glob.glob", "glob.iglob", "pathlib.Path.rglob"}),
+    ),
+    Question("convert a python dict to a json string", frozenset({"json.dumps"})),
+    Question("count how often each item appears in a list", frozenset({"collections.Counter"})),
+    Question(
+        "get the most common elements of a list",
+        frozenset({"collections.Counter.most_common"}),
+    ),
+    Question("a queue I can append and pop from both ends", frozenset({"collections.deque"})),
+    Question(
+        "fix some arguments of a function and get a new function",
+        frozenset({"functools.partial"}),
+    ),
+    Question("get the n largest items from a list", frozenset({"heapq.nlargest"})),
+    Question("cartesian product of two lists", frozenset({"itertools.product"})),
+    Question(
+        "iterate over consecutive pairs of items in a list",
+        frozenset({"itertools.pairwise"}),
+    ),
+    Question("group consecutive items by a key", frozenset({"itertools.groupby"})),
+    Question("greatest common divisor of two numbers", frozenset({"math.gcd"})),
+    Question("compare two floats for approximate equality", frozenset({"math.isclose"})),
+    Question("shuffle a list randomly", frozenset({"random.shuffle", "random.Random.shuffle"})),
+    Question("get the named groups of a regex match as a dict", frozenset({"re.Match.groupdict"})),
+    Question("create a zip or tar archive of a folder", frozenset({"shutil.make_archive"})),
+    Question(
+        "get the width of the terminal",
+        frozenset({"shutil.get_terminal_size", "os.terminal_size"}),
+    ),
+    Question(
+        "kill a subprocess that I started",
+        frozenset({"subprocess.Popen.kill", "subprocess.Popen.terminate"}),
+    ),
+    Question(
+        "list the names of the files in a zip",
+        frozenset(
+            {"zipfile.ZipFile.namelist", "zipfile.ZipFile.infolist", "zipfile.ZipFile.printdir"}
+        ),
+    ),
+    Question(
+        "wrap a long paragraph to 80 columns",
+        frozenset(
+            {
+                "textwrap.fill",
+                "textwrap.wrap",
+                "textwrap.TextWrapper.fill",
+                "textwrap.TextWrapper.wrap",
+            }
+        ),
+    ),
+    Question(
+        "run a function after a delay in a background thread",
+        frozenset({"threading.Timer"}),
+    ),
+    Question("wait for a thread to finish", frozenset({"threading.Thread.join"})),
+    Question(
+        "measure elapsed time precisely",
+        frozenset({"time.perf_counter", "time.perf_counter_ns", "time.monotonic"}),
+    ),
+    Question(
+        "get the query parameters from a URL as a dict",
+        frozenset({"urllib.parse.parse_qs"}),
+    ),
+    Question(
+        "compute an HMAC signature of a message",
+        frozenset({"hmac.new", "hmac.digest", "hmac.HMAC"}),
+    ),
+    Question("find strings that are similar to a word", frozenset({"difflib.get_close_matches"})),
+    Question("log messages to a file", frozenset({"logging.FileHandler", "logging.basicConfig"})),
+    Question("change the logging level of a logger", frozenset({"logging.Logger.setLevel"})),
+    Question("parse command line arguments", frozenset({"argparse.ArgumentParser", "argparse"})),
+    Question(
+        "decode a base64 string",
+        frozenset({"base64.b64decode", "base64.standard_b64decode"}),
+    ),
+    Question("url-safe base64 encoding", frozenset({"base64.urlsafe_b64encode"})),
+    Question("make a uuid from a name", frozenset({"uuid.uuid5", "uuid.uuid3"})),
+    Question(
+        "get the user's home directory",
+        frozenset({"os.path.expanduser", "pathlib.Path.expanduser"}),
+    ),
+    Question(
+        "make a path absolute",
+        frozenset(
+            {"os.path.abspath", "pathlib.Path.absolute", "pathlib.Path.resolve", "os.path.realpath"}
+        ),
+    ),
+    Question(
+        "make threads wait until all of them reach the same point",
+        frozenset({"threading.Barrier", "threading.Barrier.wait"}),
+    ),
+    Question(
+        "move a key to the end of an ordered dict",
+        frozenset({"collections.OrderedDict.move_to_end"}),
+    ),
+    Question("get the ISO week number of a date", frozenset({"datetime.date.isocalendar"})),
+    Question("change the extension of a path", frozenset({"pathlib.PurePath.with_suffix"})),
+)
+
+HELDOUT_QUESTIONS: tuple[Question, ...] = (
+    Question("how to get the file extension from a filename", frozenset({"os.path.splitext"})),
+    Question(
+        "check if a file exists",
+        frozenset({"pathlib.Path.exists", "pathlib.Path.is_file", "os.path.lexists"}),
+    ),
+    Question("read json from a file", frozenset({"json.load"})),
+    Question("how do I get the current date and time", frozenset({"datetime.datetime.now"})),
+    Question(
+        "format a datetime as a string",
+        frozenset({"datetime.date.strftime", "time.strftime"}),
+    ),
+    Question(
+        "how many seconds are in a timedelta",
+        frozenset({"datetime.timedelta.total_seconds"}),
+    ),
+    Question("check if a year is a leap year", frozenset({"calendar.isleap"})),
+    Question("how many days are in a given month", frozenset({"calendar.monthrange"})),
+    Question(
+        "dictionary with a default value for missing keys",
+        frozenset({"collections.defaultdict"}),
+    ),
+    Question(
+        "create a simple class with named fields like a tuple",
+        frozenset({"collections.namedtuple"}),
+    ),
+    Question(
+        "cache the results of an expensive function",
+        frozenset({"functools.lru_cache", "functools.cache"}),
+    ),
+    Question(
+        "keep the name and docstring of the wrapped function in my decorator",
+        frozenset({"functools.wraps", "functools.update_wrapper"}),
+    ),
+    Question("merge several sorted lists into one sorted stream", frozenset({"heapq.merge"})),
+    Question("all combinations of 3 items from a list", frozenset({"itertools.combinations"})),
+    Question(
+        "flatten a list of lists",
+        frozenset({"itertools.chain.from_iterable", "itertools.chain"}),
+    ),
+    Question("take the first 5 items of an iterator", frozenset({"itertools.islice"})),
+    Question("round a number down to an integer", frozenset({"math.floor"})),
+    Question("how do I check whether a value is NaN", frozenset({"math.isnan"})),
+    Question("number of ways to choose k items from n", frozenset({"math.comb"})),
+    Question("compute the median of a list of numbers", frozenset({"statistics.median"})),
+    Question("standard deviation of a sample", frozenset({"statistics.stdev"})),
+    Question(
+        "pick several random items without repeats",
+        frozenset({"random.sample", "random.Random.sample"}),
+    ),
+    Question(
+        "generate a random integer between 1 and 10",
+        frozenset(
+            {
+                "random.randint",
+                "random.Random.randint",
+                "random.randrange",
+                "random.Random.randrange",
+            }
+        ),
+    ),
+    Question(
+        "make a secure random token for a password reset link",
+        frozenset({"secrets.token_urlsafe", "secrets.token_hex"}),
+    ),
+    Question(
+        "how do I escape special characters in a regular expression",
+        frozenset({"re.escape"}),
+    ),
+    Question("split a string on a regex", frozenset({"re.split", "re.Pattern.split"})),
+    Question(
+        "split a command line string into arguments like the shell does",
+        frozenset({"shlex.split"}),
+    ),
+    Question("find where an executable is on the PATH", frozenset({"shutil.which"})),
+    Question("copy a whole directory with its contents", frozenset({"shutil.copytree"})),
+    Question("move a file to another directory", frozenset({"shutil.move"})),
+    Question("how much free disk space is left", frozenset({"shutil.disk_usage"})),
+    Question("open a gzip compressed file", frozenset({"gzip.open", "gzip.GzipFile"})),
+    Question(
+        "list the files inside a tar archive",
+        frozenset(
+            {"tarfile.TarFile.getnames", "tarfile.TarFile.getmembers", "tarfile.TarFile.list"}
+        ),
+    ),
+    Question(
+        "create a temporary file that is deleted automatically",
+        frozenset({"tempfile.NamedTemporaryFile", "tempfile.TemporaryFile"}),
+    ),
+    Question(
+        "remove common leading whitespace from a multi-line string",
+        frozenset({"textwrap.dedent"}),
+    ),
+    Question("truncate a string to fit a width with an ellipsis", frozenset({"textwrap.shorten"})),
+    Question(
+        "percent-encode a string for use in a URL",
+        frozenset({"urllib.parse.quote", "urllib.parse.quote_plus"}),
+    ),
+    Question("build a query string from a dictionary", frozenset({"urllib.parse.urlencode"})),
+    Question("combine a base URL with a relative link", frozenset({"urllib.parse.urljoin"})),
+    Question("hash a file with sha256", frozenset({"hashlib.file_digest"})),
+    Question(
+        "show the differences between two files as a unified diff",
+        frozenset({"difflib.unified_diff"}),
+    ),
+    Question(
+        "log an exception with its traceback",
+        frozenset({"logging.exception", "logging.Logger.exception"}),
+    ),
+    Question("detect the format of a CSV file", frozenset({"csv.Sniffer", "csv.Sniffer.sniff"})),
+    Question("substitute $name variables in a string template", frozenset({"string.Template"})),
+    Question("capitalize every word in a string", frozenset({"string.capwords"})),
+    Question(
+        "convert a unix timestamp to a datetime",
+        frozenset({"datetime.datetime.fromtimestamp"}),
+    ),
+    Question(
+        "parse an ISO 8601 date string",
+        frozenset({"datetime.date.fromisoformat", "datetime.datetime.fromisoformat"}),
+    ),
+    Question("walk through all subdirectories of a folder", frozenset({"os.walk", "os.fwalk"})),
+    Question("read an environment variable with a default value", frozenset({"os.getenv"})),
+    Question(
+        "relative path from one directory to another",
+        frozenset({"os.path.relpath", "pathlib.PurePath.relative_to"}),
+    ),
+    Question("sleep for half a second", frozenset({"time.sleep"})),
+    Question("insert into a sorted list and keep it sorted", frozenset({"bisect"})),
+    Question(
+        "signal another thread that something happened",
+        frozenset({"threading.Event", "threading.Event.set", "threading.Condition.notify"}),
+    ),
+    Question(
+        "limit how many threads can use a resource at once",
+        frozenset({"threading.Semaphore", "threading.BoundedSemaphore"}),
+    ),
+    Question(
+        "look up keys in several dicts as if they were one",
+        frozenset({"collections.ChainMap"}),
+    ),
+    Question(
+        "what day of the week was a date",
+        frozenset({"datetime.date.weekday", "datetime.date.isoweekday", "calendar.weekday"}),
+    ),
+    Question("list the contents of a directory with pathlib", frozenset({"pathlib.Path.iterdir"})),
+    Question(
+        "create an empty file or update its modification time",
+        frozenset({"pathlib.Path.touch"}),
+    ),
+    Question(
+        "parse a URL into its components",
+        frozenset({"urllib.parse.urlparse", "urllib.parse.urlsplit"}),
+    ),
+)
