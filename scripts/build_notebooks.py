@@ -144,9 +144,12 @@ def output_problems(nb: nbformat.NotebookNode) -> list[str]:
     forbidden = {DEFAULT_API_KEY: "the local server's API key"}
     if os.environ.get("INFINITY_API_KEY"):
         forbidden[os.environ["INFINITY_API_KEY"]] = "INFINITY_API_KEY"
-    for path in {tempfile.gettempdir(), str(Path.home()), str(REPO)}:
-        if path not in ("", "/"):
-            forbidden[path + "/"] = f"a local path ({path})"
+    keys = list(forbidden)
+    paths = [
+        p + "/" for p in {tempfile.gettempdir(), str(Path.home()), str(REPO)} if p not in ("", "/")
+    ]
+    for path in paths:
+        forbidden[path] = f"a local path ({path[:-1]})"
     problems = []
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
@@ -162,6 +165,13 @@ def output_problems(nb: nbformat.NotebookNode) -> list[str]:
             for needle, what in forbidden.items():
                 if needle in text:
                     problems.append(f"cell {i}: output contains {what}")
+            for path in paths:  # with what printed it, to find the cause (never for a key)
+                if path in text:
+                    at = text.index(path)
+                    shown = text[max(at - 160, 0) : at + 80]
+                    for key in keys:
+                        shown = shown.replace(key, "***")
+                    print(f"cell {i}: {shown!r}", file=sys.stderr)
     return sorted(set(problems))
 
 
