@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ssl
 import warnings
+from typing import Any
 
 import httpx
+import pytest
 
 from infinity_rag import InfinityClient
 from infinity_rag._loops import LoopClients
@@ -111,3 +114,27 @@ def test_aclose_closes_the_running_loops_pool(fake: FakeInfinity) -> None:
 
     asyncio.run(use())
     assert made[0].is_closed
+
+
+def test_one_tls_context_serves_every_pool_of_a_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    # httpx would build one per pool (~50 ms each): once per event loop that uses the client.
+    built: list[ssl.SSLContext] = []
+    create = httpx.create_ssl_context
+
+    def counting(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append(create(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(httpx, "create_ssl_context", counting)
+    client = InfinityClient(base_url="https://infinity.example:7997")
+
+    async def pool() -> httpx.AsyncClient:
+        try:
+            return client._async_http()
+        finally:
+            await client.aclose()
+
+    pools = [client._http(), asyncio.run(pool()), asyncio.run(pool())]
+    client.close()
+    assert len({id(p) for p in pools}) == 3
+    assert len(built) == 1

@@ -260,8 +260,12 @@ class InfinityClient:
         # event loop (a notebook's, each asyncio.run) gets its own pool, closed when the loop
         # shuts down.
         self._async_clients = LoopClients(
-            lambda: httpx.AsyncClient(timeout=self.timeout, verify=self.verify)
+            lambda: httpx.AsyncClient(timeout=self.timeout, verify=self._tls())
         )
+        # One TLS context for every pool of this client: httpx builds one per client otherwise
+        # (~50 ms each, paid again by each event loop's pool).
+        self._tls_context: ssl.SSLContext | None = None
+        self._tls_lock = threading.Lock()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Self:
         # A client is a shared resource (connection pools, locks): copies of the objects
@@ -1215,8 +1219,16 @@ class InfinityClient:
         if self._sync_client is None:
             with self._sync_lock:
                 if self._sync_client is None:
-                    self._sync_client = httpx.Client(timeout=self.timeout, verify=self.verify)
+                    self._sync_client = httpx.Client(timeout=self.timeout, verify=self._tls())
         return self._sync_client
+
+    def _tls(self) -> ssl.SSLContext:
+        """The client's TLS context, built on first use and shared by its pools."""
+        if self._tls_context is None:
+            with self._tls_lock:
+                if self._tls_context is None:
+                    self._tls_context = httpx.create_ssl_context(verify=self.verify)
+        return self._tls_context
 
     def _async_http(self) -> httpx.AsyncClient:
         if self._injected_async_client is not None:
