@@ -29,6 +29,9 @@ from infinity_rag import InfinityClient
 #: Documents embedded (and upserted) per round: a round's matrices are all that is held.
 ROUND = 64
 
+#: The standard library modules whose docstrings are the corpus.
+MODULES = ("json", "shutil", "textwrap", "pathlib", "random", "re", "csv")
+
 
 def create_collection(qdrant: QdrantClient, name: str, dimensions: int) -> None:
     """A collection of token matrices compared by MaxSim over cosines."""
@@ -84,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--docs", type=int, default=200)
     parser.add_argument("--limit", type=int, default=5)
     args = parser.parse_args(argv)
-    passages = load_corpus(max_chars=400)[: args.docs]
+    passages = load_corpus(MODULES, max_chars=400)[: args.docs]
     if args.qdrant_url:
         qdrant = QdrantClient(url=args.qdrant_url)
     else:

@@ -202,7 +202,7 @@ def test_pgvector_hamming_over_infinity_s_bits(
     record_property: Callable[[str, object], None],
 ) -> None:
     texts = [p.text for p in binary_pgvector.load_corpus(binary_pgvector.MODULES, max_chars=400)]
-    texts = texts[:300]
+    texts = texts[:150]
     with psycopg.connect(postgres.uri) as conn:
         binary_pgvector.ingest(
             conn, kinds, table, texts, packed_model="minilm-ubinary", float_model="minilm"
