@@ -58,7 +58,7 @@ def test_unknown_model_lists_the_served_ones(client: InfinityClient) -> None:
 
 def test_model_without_the_capability(client: InfinityClient, fake: FakeInfinity) -> None:
     with pytest.raises(ModelCapabilityError, match="does not support `rerank`"):
-        client.rerank("q", ["a"], model="embedder")
+        client.rerank("q", ["a"], model="embedder", late_interaction=False)
     assert len(fake.requests) == 1
 
 

@@ -91,6 +91,17 @@ class Plan(Generic[T, R]):
     first_alone: bool = False
 
 
+class Replan(Exception):
+    """Raised by a call's parser or ``on_error`` when its answer shows that the operation
+    takes other requests altogether (a ``/rerank`` refused by a late-interaction model,
+    which is then reranked from its token matrices): the client drops the plan's other
+    calls and runs ``plan`` in its place."""
+
+    def __init__(self, plan: Plan[Any, Any]) -> None:
+        super().__init__("the operation is run by another plan")
+        self.plan = plan
+
+
 def chunks(count: int, size: int) -> list[tuple[int, int]]:
     """``(start, stop)`` bounds splitting ``count`` items into runs of at most ``size``."""
     return [(start, min(start + size, count)) for start in range(0, count, size)]
@@ -275,14 +286,17 @@ def plan_rerank(
         )
 
     def combine(parts: list[_RerankPart]) -> RerankResult:
-        items = [item for part in parts for item in part.items]
-        # Highest score first; equal scores keep the documents' order.
-        items.sort(key=lambda item: (-item.relevance_score, item.index))
-        if top_n is not None:
-            items = items[:top_n]
+        items = rank_items([item for part in parts for item in part.items], top_n)
         return RerankResult(items, _first_model(parts, model), _total_usage(parts))
 
     return Plan(calls, combine)
+
+
+def rank_items(items: list[RerankItem], top_n: int | None) -> list[RerankItem]:
+    """``items`` highest score first (equal scores keep the documents' order), the best
+    ``top_n`` of them (``None``: all)."""
+    items = sorted(items, key=lambda item: (-item.relevance_score, item.index))
+    return items if top_n is None else items[:top_n]
 
 
 def _rerank_parser(start: int, stop: int, expected: int) -> Callable[[JSON], _RerankPart]:

@@ -34,8 +34,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from pydantic import SecretStr
 
+from infinity_rag import _maxsim, _stream, _vectors
 from infinity_rag import _protocol as protocol
-from infinity_rag import _stream, _vectors
 from infinity_rag._arrays import require_numpy
 from infinity_rag._config import (
     DEFAULT_BATCH_SIZE,
@@ -846,6 +846,7 @@ class InfinityClient:
         extra_body: Mapping[str, Any] | None = None,
         batch_size: int | None = None,
         max_concurrency: int | None = None,
+        late_interaction: bool | None = None,
     ) -> RerankResult:
         """Score ``documents`` against ``query``, most relevant first.
 
@@ -853,9 +854,29 @@ class InfinityClient:
         More than ``rerank_batch_size`` documents (the server takes 2048) are split, scored
         and merged; ``top_n`` applies to the merged list. ``[]`` returns an empty result
         without a request.
+
+        A late-interaction model (ColBERT: a matrix per text, which Infinity cannot
+        ``/rerank``) is reranked on the client by MaxSim over the token matrices (needs
+        numpy): the query's matrix first, then the documents' in chunks of ``batch_size``
+        (default: the client's embedding ``batch_size``). Its scores are the mean over the
+        query's token vectors of the best cosine with a document token, in [-1, 1];
+        ``raw_scores=True`` gives ColBERT's sum instead (see ``docs/vector_kinds.md``).
+        ``late_interaction``: ``True`` always uses MaxSim, ``False`` always ``/rerank``;
+        ``None`` (the default) uses MaxSim for a model known to give matrices, else asks
+        ``/rerank`` and switches to MaxSim when Infinity refuses it for a model that only
+        embeds (once per client: the client then knows the model). A cross-encoder costs
+        nothing more.
         """
         plan = self._rerank_plan(
-            query, documents, model, top_n, raw_scores, return_documents, extra_body, batch_size
+            query,
+            documents,
+            model,
+            top_n,
+            raw_scores,
+            return_documents,
+            extra_body,
+            batch_size,
+            late_interaction,
         )
         return self._run(plan, max_concurrency, None)
 
@@ -871,10 +892,19 @@ class InfinityClient:
         extra_body: Mapping[str, Any] | None = None,
         batch_size: int | None = None,
         max_concurrency: int | None = None,
+        late_interaction: bool | None = None,
     ) -> RerankResult:
         """Async :meth:`rerank`."""
         plan = self._rerank_plan(
-            query, documents, model, top_n, raw_scores, return_documents, extra_body, batch_size
+            query,
+            documents,
+            model,
+            top_n,
+            raw_scores,
+            return_documents,
+            extra_body,
+            batch_size,
+            late_interaction,
         )
         return await self._arun(plan, max_concurrency, None)
 
@@ -888,9 +918,16 @@ class InfinityClient:
         return_documents: bool,
         extra_body: Mapping[str, Any] | None,
         batch_size: int | None,
+        late_interaction: bool | None,
     ) -> protocol.Plan[Any, RerankResult]:
-        size = self.rerank_batch_size if batch_size is None else batch_size
-        return protocol.plan_rerank(
+        if late_interaction is not None and not isinstance(late_interaction, bool):
+            raise TypeError(
+                f"late_interaction must be True, False or None, got {late_interaction!r}"
+            )
+        sizes = (
+            (self.rerank_batch_size, self.batch_size) if batch_size is None else (batch_size,) * 2
+        )
+        return _maxsim.plan_rerank(
             check_query(query),
             check_texts(documents, "documents"),
             model=model,
@@ -898,7 +935,10 @@ class InfinityClient:
             raw_scores=bool(raw_scores),
             return_documents=bool(return_documents),
             extra_body=extra_body,
-            batch_size=check_batch_size(size, "batch_size", MAX_ITEMS_PER_REQUEST),
+            rerank_batch_size=check_batch_size(sizes[0], "batch_size", MAX_ITEMS_PER_REQUEST),
+            embed_batch_size=check_batch_size(sizes[1], "batch_size", MAX_ITEMS_PER_REQUEST),
+            late_interaction=late_interaction,
+            shapes=self._shapes,
         )
 
     # --- classify ----------------------------------------------------------------------------
@@ -1006,10 +1046,15 @@ class InfinityClient:
     ) -> R:
         calls = plan.calls
         self._concurrency(max_concurrency, 1)  # checked before anything is sent
-        if plan.first_alone and calls:
-            first = self._run_calls(calls[:1], 1, on_progress)
-            return plan.combine(first + self._run_calls(calls[1:], max_concurrency, on_progress))
-        return plan.combine(self._run_calls(calls, max_concurrency, on_progress))
+        try:
+            if plan.first_alone and calls:
+                first = self._run_calls(calls[:1], 1, on_progress)
+                rest = self._run_calls(calls[1:], max_concurrency, on_progress)
+                return plan.combine(first + rest)
+            return plan.combine(self._run_calls(calls, max_concurrency, on_progress))
+        except protocol.Replan as replan:  # an answer showed the operation takes other requests
+            result: R = self._run(replan.plan, max_concurrency, on_progress)
+            return result
 
     def _run_calls(
         self,
@@ -1049,11 +1094,15 @@ class InfinityClient:
     ) -> R:
         calls = plan.calls
         self._concurrency(max_concurrency, 1)  # checked before anything is sent
-        if plan.first_alone and calls:
-            first = await self._arun_calls(calls[:1], 1, on_progress)
-            rest = await self._arun_calls(calls[1:], max_concurrency, on_progress)
-            return plan.combine(first + rest)
-        return plan.combine(await self._arun_calls(calls, max_concurrency, on_progress))
+        try:
+            if plan.first_alone and calls:
+                first = await self._arun_calls(calls[:1], 1, on_progress)
+                rest = await self._arun_calls(calls[1:], max_concurrency, on_progress)
+                return plan.combine(first + rest)
+            return plan.combine(await self._arun_calls(calls, max_concurrency, on_progress))
+        except protocol.Replan as replan:  # an answer showed the operation takes other requests
+            result: R = await self._arun(replan.plan, max_concurrency, on_progress)
+            return result
 
     async def _arun_calls(
         self,

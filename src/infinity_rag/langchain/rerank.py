@@ -24,10 +24,12 @@ class _RerankArgs(TypedDict):
     extra_body: dict[str, Any] | None
     batch_size: int | None
     max_concurrency: int | None
+    late_interaction: bool | None
 
 
 class InfinityRerank(InfinityBase, BaseDocumentCompressor):
-    """Infinity reranker integration: a document compressor for any served reranker.
+    """Infinity reranker integration: a document compressor for any served reranker, a
+    cross-encoder or a late-interaction (ColBERT) model.
 
     Setup:
         Install ``infinity-rag`` with the LangChain extra, run an Infinity server with a
@@ -48,9 +50,14 @@ class InfinityRerank(InfinityBase, BaseDocumentCompressor):
         score_threshold: float | None
             ``compress_documents`` drops documents scoring below it.
         raw_scores: bool
-            Return the model's raw logits instead of scores in [0, 1].
+            Return the model's raw logits instead of scores in [0, 1] (late interaction:
+            ColBERT's MaxSim sum instead of its mean per query token, in [-1, 1]).
         batch_size: int | None
-            Documents per request (the client's ``rerank_batch_size``, 1024, if ``None``).
+            Documents per request (the client's ``rerank_batch_size``, 1024, if ``None``;
+            late interaction: its embedding ``batch_size``).
+        late_interaction: bool | None
+            ``None`` (default): decided from the model; ``True``: a ColBERT model, scored
+            by MaxSim on the client (needs numpy); ``False``: a cross-encoder.
 
     Key init args — client params:
         base_url: str
@@ -143,6 +150,17 @@ class InfinityRerank(InfinityBase, BaseDocumentCompressor):
     max_concurrency: int | None = Field(default=None, ge=1)
     """Requests of one call in flight at once. ``None``: the client's (4)."""
 
+    late_interaction: bool | None = None
+    """How ``model`` scores. ``False``: a cross-encoder, through Infinity's ``/rerank``.
+    ``True``: a late-interaction model (ColBERT, a matrix per text): the query's and the
+    documents' token matrices are embedded (in chunks of ``batch_size``, default the
+    client's embedding batch size) and scored on the client by MaxSim, ColBERT's sum over
+    the query's token vectors of their best cosine with a document token, divided by the
+    number of query tokens (in [-1, 1]; ``raw_scores=True``: the sum). Needs numpy
+    (``infinity-rag[numpy]``). ``None`` (default): MaxSim for a model known to give matrices,
+    else ``/rerank``, switching to MaxSim when Infinity refuses it for a model that only
+    embeds (once per client)."""
+
     # --- BaseDocumentCompressor ---------------------------------------------------------------
 
     def compress_documents(
@@ -215,6 +233,7 @@ class InfinityRerank(InfinityBase, BaseDocumentCompressor):
             extra_body=self.extra_body,
             batch_size=self.batch_size,
             max_concurrency=self.max_concurrency,
+            late_interaction=self.late_interaction,
         )
 
     def _ranked_documents(self, docs: list[Document], result: RerankResult) -> list[Document]:

@@ -28,7 +28,8 @@ RETRIEVAL_SCORE_KEY = "retrieval_score"
 
 
 class InfinityRerank(InfinityConnection, BaseNodePostprocessor):
-    """Rerank retrieved nodes with a cross-encoder served by Infinity, natively sync and async.
+    """Rerank retrieved nodes with a cross-encoder or a late-interaction (ColBERT) model
+    served by Infinity, natively sync and async.
 
     Setup:
         ```bash
@@ -42,7 +43,10 @@ class InfinityRerank(InfinityConnection, BaseNodePostprocessor):
         top_n: how many nodes to keep, best first (default 2, as LlamaIndex's rerankers;
             ``None`` keeps all, reordered).
         score_threshold: drop nodes scoring below it (applied after ``top_n``).
-        raw_scores: return the model's logits instead of sigmoid scores in ``[0, 1]``.
+        raw_scores: return the model's logits instead of sigmoid scores in ``[0, 1]``
+            (late interaction: ColBERT's MaxSim sum instead of its mean per query token).
+        late_interaction: ``None`` (default) decides from the model; ``True``: a ColBERT
+            model, scored by MaxSim on the client (needs numpy); ``False``: a cross-encoder.
         keep_retrieval_score: keep the retriever's score in ``metadata["retrieval_score"]`` of
             a copy of the node (excluded from the text sent to LLMs and embedders).
         metadata_mode: which text of a node is scored (default ``MetadataMode.EMBED``: its
@@ -88,7 +92,17 @@ class InfinityRerank(InfinityConnection, BaseNodePostprocessor):
         default=None,
         gt=0,
         le=MAX_ITEMS_PER_REQUEST,
-        description="Documents per rerank request; default: the client's (1024).",
+        description="Documents per rerank request; default: the client's (1024; late "
+        "interaction: its embedding batch size).",
+    )
+    late_interaction: bool | None = Field(
+        default=None,
+        description="False: a cross-encoder (Infinity's /rerank). True: a late-interaction "
+        "(ColBERT) model: token matrices embedded and scored on the client by MaxSim, the "
+        "mean over query tokens of their best cosine with a document token, in [-1, 1] "
+        "(raw_scores: the sum); needs numpy. None: MaxSim for a model known to give "
+        "matrices, else /rerank, switching to MaxSim when Infinity refuses it for a model "
+        "that only embeds.",
     )
 
     @classmethod
@@ -152,6 +166,7 @@ class InfinityRerank(InfinityConnection, BaseNodePostprocessor):
             "extra_body": self.extra_body,
             "batch_size": self.batch_size,
             "max_concurrency": self.max_concurrency,
+            "late_interaction": self.late_interaction,
         }
 
     @contextmanager
