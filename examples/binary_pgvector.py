@@ -12,7 +12,7 @@ float cosine top ``k`` (recall@k), alone and with the usual rescoring: the Hammi
         --infinity-url http://localhost:7997 --packed-model mxbai-ubinary \\
         [--float-model mxbai] [--table bits] [--docs 564] [--k 10] [--candidates 40] [--hnsw]
 
-The corpus is the standard library's docstrings (``stdlib_corpus.py``), the queries
+The corpus is the standard library's docstrings (``infinity_rag.testing.load_corpus``), the queries
 ``QUERIES``. One JSON line is printed: rows stored and, with ``--float-model``, the recalls.
 """
 
@@ -25,9 +25,9 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from stdlib_corpus import load_corpus
 
 from infinity_rag import InfinityClient
+from infinity_rag.testing import load_corpus
 
 QUERIES = (
     "parse a JSON string into Python objects",

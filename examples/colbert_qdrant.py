@@ -10,7 +10,7 @@ late_interaction=True, raw_scores=True)`` gives for the same texts.
         --model colbert-ir/colbertv2.0 [--qdrant-path ./qdrant | --qdrant-url URL] \\
         [--docs 200] "how do I parse a JSON string?"
 
-The corpus is the standard library's docstrings (``stdlib_corpus.py``); Qdrant runs in local
+The corpus is the standard library's docstrings (``infinity_rag.testing``); Qdrant runs in local
 mode (in memory, or in ``--qdrant-path``) unless ``--qdrant-url`` names a server. One JSON
 line per hit is printed: rank, score, source.
 """
@@ -22,9 +22,9 @@ import json
 from collections.abc import Sequence
 
 from qdrant_client import QdrantClient, models
-from stdlib_corpus import load_corpus
 
 from infinity_rag import InfinityClient
+from infinity_rag.testing import load_corpus
 
 #: Documents embedded (and upserted) per round: a round's matrices are all that is held.
 ROUND = 64

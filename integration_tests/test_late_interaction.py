@@ -20,12 +20,12 @@ from langchain_core.documents import Document
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.schema import NodeWithScore, TextNode
-from local_postgres import LocalPostgres
 from qdrant_client import QdrantClient
 
 from infinity_rag import InfinityClient, ModelCapabilityError
 from infinity_rag.langchain import InfinityRerank as LangChainRerank
 from infinity_rag.llama_index import InfinityRerank as LlamaIndexRerank
+from infinity_rag.testing import LocalPostgres
 from integration_tests.conftest import ServerInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
