@@ -1,5 +1,5 @@
 """The demo reranker's question sets: natural how-to questions, typed as a user would, with the
-sources (``stdlib_corpus.Passage.source``) of the passages that answer them in the demo corpus.
+sources of the passages that answer them in the demo corpus.
 
 Written before any reranker was trained on them, and split once at random (``random.Random(13)``
 over the 99 questions written: 40 for development, 59 held out):
