@@ -67,15 +67,37 @@ def test_least_busy_spreads_requests_in_flight() -> None:
     assert pool.acquire() is held[0]  # the one with a free slot is the least busy
 
 
-def test_ties_are_broken_at_random() -> None:
+def test_idle_replicas_take_turns() -> None:
+    # One call after another: none in flight, so the one sent fewest requests gets the next.
     pool = make_pool(3)
     picks = Counter()
     for _ in range(300):
         replica = pool.acquire()
         picks[pool.replicas.index(replica)] += 1
         pool.release(replica)
-    assert set(picks) == {0, 1, 2}
-    assert min(picks.values()) > 60
+    assert picks == {0: 100, 1: 100, 2: 100}
+
+
+def test_a_first_request_sent_alone_does_not_unbalance_the_rest() -> None:
+    # The client sends a call's first chunk alone when it must learn the model's vectors;
+    # the next three, sent together, go to three different replicas, the first one last.
+    pool = make_pool(3)
+    first = pool.acquire()
+    pool.release(first)
+    together = [pool.acquire() for _ in range(3)]
+    assert sorted(pool.replicas.index(r) for r in together) == [0, 1, 2]
+    assert together[-1] is first
+
+
+def test_full_ties_are_broken_at_random() -> None:
+    firsts = Counter()
+    for seed in range(60):
+        pool = ReplicaPool(
+            [Replica(f"http://r{i}:7997", f"http://r{i}:7997", f"r{i}") for i in range(3)],
+            rng=random.Random(seed),
+        )
+        firsts[pool.replicas.index(pool.acquire())] += 1
+    assert set(firsts) == {0, 1, 2}
 
 
 def test_a_failed_replica_is_out_until_its_backoff_passes() -> None:

@@ -2,8 +2,8 @@
 
 A client given several URLs (one Infinity replica per GPU, say) keeps a :class:`ReplicaPool`:
 
-- each request goes to the replica with the fewest requests in flight, ties broken at random
-  (LiteLLM's Router calls this ``least-busy``);
+- each request goes to the replica with the fewest requests in flight (LiteLLM's Router calls
+  this ``least-busy``); among those, the one sent the fewest requests so far, then at random;
 - a replica that fails (connection error, timeout, 5xx) is taken out of rotation for
   ``replica_backoff`` seconds, doubled with each consecutive failure up to
   ``max_replica_backoff`` (elastic-transport's dead-node backoff); a success resets it;
@@ -99,7 +99,8 @@ class ReplicaPool:
 
         In rotation and not in ``avoid`` (those that just failed this request) first, then in
         rotation, then the one whose time out ends first (among those not in ``avoid``, if
-        any); among equals, the fewest requests in flight, ties at random.
+        any); among equals, the fewest requests in flight, then the fewest sent so far, then
+        at random.
         """
         with self._lock:
             now = self._clock()
@@ -116,8 +117,10 @@ class ReplicaPool:
             return choice
 
     def _least_busy(self, replicas: list[Replica]) -> Replica:
-        fewest = min(r.in_flight for r in replicas)
-        tied = [r for r in replicas if r.in_flight == fewest]
+        # Fewest in flight; among those, the one sent fewest requests so far (calls made one
+        # after another, or a first chunk sent alone, still take turns); then at random.
+        fewest = min((r.in_flight, r.requests) for r in replicas)
+        tied = [r for r in replicas if (r.in_flight, r.requests) == fewest]
         return tied[0] if len(tied) == 1 else self._rng.choice(tied)
 
     def has_ready(self, avoid: Sequence[Replica] = ()) -> bool:
