@@ -422,6 +422,19 @@ class Nginx:
             )
         return entries
 
+    def access_log_of(
+        self, uri: str, count: int, timeout: float = 5.0
+    ) -> list[tuple[int, list[str], list[str], str]]:
+        """The entries for ``uri``, once there are ``count`` of them (or ``timeout`` passed):
+        nginx writes a request's line after sending its answer, so the client may be done
+        before the last line is."""
+        deadline = time.monotonic() + timeout
+        while True:
+            entries = [e for e in self.access_log() if e[3] == uri]
+            if len(entries) >= count or time.monotonic() > deadline:
+                return entries
+            time.sleep(0.05)
+
     def clear_log(self) -> None:
         """Start the access log afresh (nginx reopens it on SIGUSR1)."""
         assert self.prefix is not None
