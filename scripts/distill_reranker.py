@@ -100,6 +100,7 @@ RECIPE: dict[str, Any] = {
     "hard_pool": 10,
     "lr": 1.5e-4,
     "teacher_weight": 0.5,  # share of the bi-encoder's softmax in each query's target
+    "distil_steps": 0,  # first steps with the bi-encoder's softmax as the whole target
     "teacher_temperature": 0.05,
     "weight_decay": 0.01,
     "warmup_fraction": 0.1,
@@ -553,8 +554,10 @@ def clean_stale(out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- training
-def train(out: Path, rp: dict[str, Any]) -> dict[str, Any]:
-    """Train into ``out`` (a complete model folder); returns the training info."""
+def train(out: Path, rp: dict[str, Any], checkpoint: Any = None, every: int = 0) -> dict[str, Any]:
+    """Train into ``out`` (a complete model folder); returns the training info. With ``every``,
+    ``checkpoint(step, model, tok)`` is called every ``every`` steps (the trials' learning
+    curve); the random state is restored after it, so the weights are those of a plain run."""
     import torch
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -627,7 +630,10 @@ def train(out: Path, rp: dict[str, Any]) -> dict[str, Any]:
         onehot[:, 0] = 1.0
         cos = torch.tensor([c for _, _, c in batch])
         soft = torch.softmax(cos / rp["teacher_temperature"], dim=-1)
-        target = (1 - rp["teacher_weight"]) * onehot + rp["teacher_weight"] * soft
+        # Two stages: the first ``distil_steps`` copy the bi-encoder's preferences alone (a
+        # start at retrieval's quality), the rest learn the true passage against them.
+        weight = 1.0 if step < rp["distil_steps"] else rp["teacher_weight"]
+        target = (1 - weight) * onehot + weight * soft
         loss = torch.nn.functional.cross_entropy(logits, target)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in named], rp["max_grad_norm"])
@@ -644,6 +650,12 @@ def train(out: Path, rp: dict[str, Any]) -> dict[str, Any]:
                 f"elapsed {elapsed:6.1f} s  eta {eta:5.0f} s"
             )
             running = []
+        if every and (step + 1) % every == 0 and step + 1 < steps:
+            state = torch.get_rng_state()
+            model.eval()
+            checkpoint(step + 1, model, tok)
+            model.train()
+            torch.set_rng_state(state)
     model.eval()
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
@@ -708,7 +720,7 @@ def metrics(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
     }
 
 
-def run_eval(model_dir: Path, split: str) -> dict[str, Any]:
+def run_eval(model_dir: Path, split: str, quiet: bool = False) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "examples"))
     import rerank_questions
 
@@ -718,7 +730,7 @@ def run_eval(model_dir: Path, split: str) -> dict[str, Any]:
     }
     rows = retrieve_then_rerank(model_dir, questions[split])
     before, after = metrics(rows, "retrieved"), metrics(rows, "reranked")
-    for r in rows:
+    for r in [] if quiet else rows:
         a = first_rank(r["retrieved"], set(r["answers"]))
         b = first_rank(r["reranked"], set(r["answers"]))
         log(f"  {a or '-':>4} -> {b or '-':<4} {r['question']}")
@@ -778,11 +790,13 @@ def shipped_manifest() -> dict[str, Any] | None:
         return None
 
 
-def rebuild(work: Path, rec: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+def rebuild(
+    work: Path, rec: dict[str, Any], checkpoint: Any = None, every: int = 0
+) -> tuple[Path, dict[str, Any]]:
     """Train into ``work``; returns the delta file and the manifest describing it."""
     trained = work / "trained"
     trained.mkdir()
-    info = train(trained, rec["recipe"])
+    info = train(trained, rec["recipe"], checkpoint, every)
     delta = work / DELTA
     write_delta(trained, delta)
     shutil.rmtree(trained)
@@ -889,13 +903,26 @@ def install(out: Path, force_rebuild: bool, ship: bool) -> None:
     log(f"installed {out} in {time.perf_counter() - started:.1f} s")
 
 
-def trial(name: str, overrides: dict[str, Any]) -> None:
-    """Train a variant of the recipe into a scratch folder and score it on the dev set."""
+def trial(name: str, overrides: dict[str, Any], every: int = 0) -> None:
+    """Train a variant of the recipe into a scratch folder and score it on the dev set (with
+    ``every``, also every ``every`` steps: one run gives the learning curve)."""
     rec = recipe(overrides)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"reranker-trial-{name}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    delta, manifest = rebuild(work, rec)
+    curve: list[dict[str, Any]] = []
+
+    def checkpoint(step: int, model: Any, tok: Any) -> None:
+        folder = work / "checkpoint"
+        shutil.rmtree(folder, ignore_errors=True)
+        model.save_pretrained(str(folder), safe_serialization=True)
+        tok.save_pretrained(str(folder))
+        result = run_eval(folder, "dev", quiet=True)
+        curve.append({"step": step, **result["reranked"]})
+        shutil.rmtree(folder, ignore_errors=True)
+
+    delta, manifest = rebuild(work, rec, checkpoint, every)
+    manifest["dev_curve"] = curve
     model_dir = work / "model"
     model_dir.mkdir()
     expand(delta, model_dir)
@@ -971,6 +998,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trial", help="train a recipe variant (see --set) and score it on dev")
     parser.add_argument("--set", type=parse_override, action="append", default=[])
     parser.add_argument(
+        "--eval-every", type=int, default=0, help="with --trial: score on dev every N steps"
+    )
+    parser.add_argument(
         "--check-server",
         action="store_true",
         help="then serve it with Infinity (scripts/local_infinity.py) and check /rerank",
@@ -980,7 +1010,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = (args.output or default_output()).expanduser().resolve()
     if args.trial:
-        trial(args.trial, dict(args.set))
+        trial(args.trial, dict(args.set), args.eval_every)
         return 0
     if args.eval:
         run_eval(out, args.eval)
