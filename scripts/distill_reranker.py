@@ -827,8 +827,10 @@ def rebuild(
     return delta, manifest
 
 
-def install(out: Path, force_rebuild: bool, ship: bool) -> None:
-    rec = recipe()
+def install(out: Path, force_rebuild: bool, ship: bool, rec: dict[str, Any] | None = None) -> None:
+    # ``rec``: computed before torch is imported. The demo corpus is read from the imported
+    # modules, and importing torch/transformers changes a few passages (and so the hash).
+    rec = rec or recipe()
     rhash = recipe_hash(rec)
     if not force_rebuild and is_built(out, rhash):
         log(f"up to date: {out} (recipe {rhash})")
@@ -921,7 +923,8 @@ def ship_trial(name: str, out: Path) -> None:
     (the dev checkpoints restore the random state)."""
     work = trial_dir(name)
     manifest = json.loads((work / MANIFEST).read_text())
-    rhash = recipe_hash(recipe())
+    rec = recipe()  # before expand() imports torch (see install)
+    rhash = recipe_hash(rec)
     if manifest["recipe_hash"] != rhash:
         raise SystemExit(f"trial {name} is recipe {manifest['recipe_hash']}, this script's {rhash}")
     if sha256_file(work / DELTA) != manifest["files"][DELTA]:
@@ -936,7 +939,7 @@ def ship_trial(name: str, out: Path) -> None:
     shutil.copyfile(work / DELTA, SHIPPED / DELTA)
     (SHIPPED / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     log(f"shipped trial {name}: {SHIPPED / DELTA} (sha256 {manifest['files'][DELTA]})")
-    install(out, force_rebuild=False, ship=False)
+    install(out, force_rebuild=False, ship=False, rec=rec)
 
 
 def trial(name: str, overrides: dict[str, Any], every: int = 0) -> None:
