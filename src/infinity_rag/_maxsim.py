@@ -304,10 +304,14 @@ def _not_multi_vector(error: VectorKindError) -> VectorKindError:
 
 def _cannot_rerank(refusal: InfinityAPIError, error: VectorKindError) -> ModelCapabilityError:
     """Infinity refused ``/rerank`` and the model's vectors are not matrices either."""
+    why = (
+        f" ({_named(error)} returns {error.shape.kind} embeddings, not a matrix per token, so it "
+        "cannot rerank by late interaction either: use a cross-encoder or a ColBERT model)"
+    )
+    # The whole message within the usual limit: the server's words give way to ours.
+    room = max(protocol.MAX_MESSAGE - len(why), 80)
     cannot = ModelCapabilityError(
-        f"{refusal.message} ({_named(error)} returns {error.shape.kind} embeddings, not a matrix "
-        "per token, so it cannot rerank by late interaction either: use a cross-encoder or a "
-        "ColBERT model)",
+        protocol.short_message(refusal.message, room) + why,
         status_code=refusal.status_code,
         url=refusal.url,
         code=refusal.code,

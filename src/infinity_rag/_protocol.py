@@ -443,9 +443,10 @@ def parse_usage(payload: JSON) -> Usage:
 def _field(payload: JSON, name: str, kind: type) -> Any:
     value = payload.get(name) if isinstance(payload, dict) else None
     if not isinstance(value, kind):
+        got = json.dumps(payload) if not isinstance(payload, str) else payload
         raise InvalidResponseError(
             f"the answer has no {name!r} {kind.__name__}; is this an Infinity server? "
-            f"Got: {_short(json.dumps(payload) if not isinstance(payload, str) else payload)}"
+            f"Got: {short_message(got)}"
         )
     return value
 
@@ -479,20 +480,21 @@ def read_response(
             json.loads(content, parse_int=float) if call.ints_as_floats else json.loads(content)
         )
     except ValueError:
-        raise InvalidResponseError(
-            f"HTTP {status_code} from {url} is not JSON: {_short(content.decode(errors='replace'))}"
-        ) from None
+        text = short_message(content.decode(errors="replace"))
+        raise InvalidResponseError(f"HTTP {status_code} from {url} is not JSON: {text}") from None
     return call.parse(payload)
 
 
 # --- errors ----------------------------------------------------------------------------------
 
-_MAX_MESSAGE = 400
+#: The longest server message an error carries (longer ones are cut, never echoed whole).
+MAX_MESSAGE = 400
 _TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
 
 
-def _short(text: str, limit: int = _MAX_MESSAGE) -> str:
+def short_message(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` on one line, cut to ``limit`` characters (with an ellipsis)."""
     text = _SPACE.sub(" ", text).strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -504,23 +506,23 @@ def error_message(content: bytes) -> tuple[str, str | int | None]:
         body = json.loads(text)
     except ValueError:
         # An HTML page from a load balancer, or plain text: keep the words, drop the markup.
-        return _short(_TAG.sub(" ", text)) or "(empty body)", None
+        return short_message(_TAG.sub(" ", text)) or "(empty body)", None
     if isinstance(body, dict) and isinstance(body.get("error"), dict):  # 400 / 429 / 500
         error = body["error"]
-        return _short(str(error.get("message", error))), error.get("code")
+        return short_message(str(error.get("message", error))), error.get("code")
     if isinstance(body, dict) and "detail" in body:  # FastAPI: 401 / 404 / 422
         detail = body["detail"]
         if isinstance(detail, list):  # validation errors; each echoes its input: drop it
             problems = [_validation_problem(item) for item in detail[:3]]
             more = f" (and {len(detail) - 3} more)" if len(detail) > 3 else ""
-            return _short("; ".join(problems) + more), None
-        return _short(str(detail)), None
-    return _short(text), None
+            return short_message("; ".join(problems) + more), None
+        return short_message(str(detail)), None
+    return short_message(text), None
 
 
 def _validation_problem(item: JSON) -> str:
     if not isinstance(item, dict):
-        return _short(str(item), 120)
+        return short_message(str(item), 120)
     location = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
     message = str(item.get("msg", "invalid"))
     return f"{location}: {message}" if location else message
