@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -22,6 +23,17 @@ from urllib.parse import urlsplit
 
 #: Request headers passed on to the server (hop-by-hop ones such as Connection are not).
 FORWARDED = ("Content-Type", "Authorization", "Accept", "Accept-Encoding", "User-Agent")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that goes away mid-answer (the notebook SIGKILLs one) is expected:
+        # its texts did reach the server, and there is nobody left to answer.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 class CountingProxy:
@@ -35,7 +47,7 @@ class CountingProxy:
         self._lock = threading.Lock()
         self.texts = 0
         self.requests = 0
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -88,8 +100,7 @@ class CountingProxy:
             def log_message(self, format: str, *args: object) -> None:
                 pass  # quiet: the notebook shows the counts instead
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
