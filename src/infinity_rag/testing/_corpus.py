@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -158,9 +159,21 @@ def _documented(module: object, module_name: str) -> Iterator[tuple[str, str]]:
                 if member_name.startswith("_"):
                     continue
                 member = vars(obj)[member_name]
+                if _patched_in(member, module_name):
+                    continue
                 member_doc = inspect.getdoc(member) if callable(member) else None
                 if member_doc and member_doc != doc:
                     yield f"{module_name}.{name}.{member_name}", member_doc
+
+
+def _patched_in(member: object, module_name: str) -> bool:
+    """A class member another package set at import time (transformers adds ``warning_once``
+    to ``logging.Logger``): left out, so the corpus does not depend on what was imported."""
+    owner = getattr(member, "__module__", None)
+    if not isinstance(owner, str):
+        return False
+    top = owner.partition(".")[0]
+    return top not in sys.stdlib_module_names and top != module_name.partition(".")[0]
 
 
 def _split(doc: str, max_chars: int) -> Iterator[str]:
