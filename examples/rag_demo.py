@@ -5,8 +5,9 @@ LlamaIndex, on a real vector database (Qdrant, embedded on disk).
     python examples/rag_demo.py --help
 
 1. Start a local Infinity server (or use the one ``INFINITY_API_BASE`` names) serving MiniLM
-   and a cross-encoder reranker trained from it offline (``scripts/distill_reranker.py``; its
-   weights ship in ``models/reranker-distilled``).
+   and the demo's reranker, built from it offline in seconds (``scripts/build_reranker.py``:
+   MiniLM's cosine plus BM25 over the pair's tokens, served on ``/rerank``; not a cross-encoder).
+   ``INFINITY_RAG_RERANKER`` names another (a Hugging Face cross-encoder, with network access).
 2. Load a real corpus: the docstrings of Python's standard library (about 1,100 passages).
 3. LangChain: ingest into Qdrant with ``InfinityEmbeddings``; for each of the 59 held-out
    questions (``examples/rerank_questions.py``: natural how-to questions the reranker never saw),
@@ -228,16 +229,14 @@ def _ranked_node(hit: Any) -> Ranked:
 
 def reranker_model_dir() -> str:
     """The reranker to serve: ``INFINITY_RAG_RERANKER`` (a Hugging Face id or a folder, for
-    users with network access), else the cross-encoder distilled offline."""
+    users with network access), else the demo's hybrid reranker built offline."""
     named = os.environ.get("INFINITY_RAG_RERANKER")
     if named:
         return named
-    distilled = server_env_paths().models_dir / "reranker-distilled"
-    if not (distilled / "config.json").is_file():
-        raise SystemExit(
-            f"No distilled reranker at {distilled}; run `bash scripts/setup_server.sh` first."
-        )
-    return str(distilled)
+    built = server_env_paths().models_dir / "reranker-hybrid"
+    if not (built / "config.json").is_file():
+        raise SystemExit(f"No demo reranker at {built}; run `bash scripts/setup_server.sh` first.")
+    return str(built)
 
 
 @contextmanager
@@ -246,7 +245,7 @@ def infinity(stack: ExitStack) -> Iterator[InfinityClient]:
     url = os.environ.get("INFINITY_API_BASE")
     key = os.environ.get("INFINITY_API_KEY")
     if not url:
-        print("Starting a local Infinity server (MiniLM + distilled reranker) ...", flush=True)
+        print("Starting a local Infinity server (MiniLM + the demo's reranker) ...", flush=True)
         server = stack.enter_context(
             LocalInfinityServer({EMBED_MODEL: "minilm", RERANK_MODEL: reranker_model_dir()})
         )
@@ -302,7 +301,7 @@ def print_run(run: RunResult, show: int, examples: int) -> None:
             print("  retrieved (vector similarity):")
             for hit in result.retrieved[:show]:
                 print(f"    {hit.score:6.3f}  {hit.source:<32} {_snippet(hit.text)}")
-            print("  reranked (cross-encoder relevance):")
+            print("  reranked (reranker relevance):")
             for hit in result.reranked[:SHOW_TOP]:
                 print(f"    {hit.score:6.3f}  {hit.source:<32} {_snippet(hit.text)}")
 
@@ -338,9 +337,9 @@ def results_markdown(runs: Sequence[RunResult], reranker: str, command: str) -> 
         "",
         f"Made by `{command}` (reranker: `{reranker}`). {len(QUESTIONS)} natural how-to "
         "questions (`examples/rerank_questions.py`, `HELDOUT_QUESTIONS`) written before the "
-        "reranker was trained and never used to train it or to choose its recipe. For each, "
+        "reranker was built and never used to build it or to choose its recipe. For each, "
         f"the vector store retrieves {RETRIEVE_K} passages of the demo corpus (MiniLM "
-        "bi-encoder), then the cross-encoder reranks them. A question's rank is that of the "
+        "bi-encoder), then the reranker reranks them. A question's rank is that of the "
         "first passage that answers it ('-': none of the 10 does; it counts 0 in MRR).",
         "",
         f"| framework | questions | hit@1 retrieval | hit@1 reranked | MRR@{RETRIEVE_K} "
@@ -403,7 +402,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(qdrant["path"], ignore_errors=True)
     print_summary(runs, time.perf_counter() - started)
     if args.results:
-        reranker = os.environ.get("INFINITY_RAG_RERANKER") or "models/reranker-distilled"
+        reranker = (
+            os.environ.get("INFINITY_RAG_RERANKER")
+            or "models/reranker-hybrid (scripts/build_reranker.py)"
+        )
         command = "python examples/rag_demo.py --results " + str(args.results)
         args.results.write_text(results_markdown(runs, reranker, command))
         print(f"  results written to {args.results}")

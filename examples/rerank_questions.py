@@ -1,16 +1,17 @@
 """The demo reranker's question sets: natural how-to questions, typed as a user would, with the
 sources of the passages that answer them in the demo corpus.
 
-Written before any reranker was trained on them, and split once at random (``random.Random(13)``
-over the 99 questions written: 40 for development, 59 held out):
+Written before any reranker was built or trained, and split once at random
+(``random.Random(13)`` over the 99 questions written: 40 for development, 59 held out):
 
-- ``DEV_QUESTIONS`` chose the reranker's recipe (``scripts/distill_reranker.py --eval dev``);
-- ``HELDOUT_QUESTIONS`` played no part in training or in choosing the recipe. They are what the
-  demo (``examples/rag_demo.py``), its test and ``benchmarks/RESULTS-reranker.md`` report.
+- ``DEV_QUESTIONS`` chose the reranker's recipe (``scripts/build_reranker.py --sweep dev``; the
+  cross-encoder trials before it, ``--trial`` of the former ``distill_reranker.py``, too);
+- ``HELDOUT_QUESTIONS`` played no part in building the reranker or choosing its recipe. They
+  are what the demo (``examples/rag_demo.py``), its test and ``benchmarks/RESULTS-reranker.md``
+  report.
 
-No question is used as training data: the reranker learns from queries generated from the
-standard library's docstrings. A question counts as answered at rank r when the passage at rank r
-has one of its sources.
+No question is data for the reranker. A question counts as answered at rank r when the passage
+at rank r has one of its sources.
 """
 
 from __future__ import annotations

@@ -28,11 +28,12 @@
 # 5. compare the two rankings, side by side, for questions whose answers are known (those
 #    of the main demo, `examples/rag_demo.py`).
 #
-# The models are small and run on CPU, offline: `all-MiniLM-L6-v2` for embeddings and a
-# cross-encoder distilled from it (`scripts/distill_reranker.py`). With `INFINITY_API_BASE`
-# pointing at your own server, serve better ones under the same names (e.g.
-# `BAAI/bge-small-en-v1.5` and `BAAI/bge-reranker-base`). The outputs below come from a real
-# run on a 2-core machine.
+# The models are small and run on CPU, offline: `all-MiniLM-L6-v2` for embeddings and, as
+# the reranker, MiniLM's cosine plus BM25 over each (question, passage) pair
+# (`scripts/build_reranker.py`: a hybrid that adds exact-word evidence, not a cross-encoder).
+# With `INFINITY_API_BASE` pointing at your own server, serve better ones under the same
+# names (e.g. `BAAI/bge-small-en-v1.5` and `BAAI/bge-reranker-base`). The outputs below come
+# from a real run on a 2-core machine.
 
 # %%
 import os
@@ -57,7 +58,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 # With `INFINITY_API_BASE` set (and `INFINITY_API_KEY` if it needs one), the notebook uses
 # that server, which must serve an embedding model named `minilm` and a reranker named
 # `reranker` (Infinity's `--served-model-name`). Otherwise it starts a real Infinity server
-# here, on loopback, offline, serving MiniLM and the distilled reranker:
+# here, on loopback, offline, serving MiniLM and the demo's reranker:
 # [`infinity_rag.testing.LocalInfinityServer`](../docs/reference/testing.md) runs it from its
 # own virtualenv (built once, when missing, by the repository's `scripts/setup_server.sh`).
 #
@@ -70,8 +71,8 @@ server = None
 if os.environ.get("INFINITY_API_BASE"):
     client = InfinityClient()  # INFINITY_API_BASE and INFINITY_API_KEY from the environment
 else:
-    # MiniLM, and the cross-encoder distilled from it (scripts/distill_reranker.py)
-    server = LocalInfinityServer({EMBED_MODEL: "minilm", RERANK_MODEL: "reranker-distilled"})
+    # MiniLM, and the demo's reranker built from it (scripts/build_reranker.py)
+    server = LocalInfinityServer({EMBED_MODEL: "minilm", RERANK_MODEL: "reranker-hybrid"})
     server.start()
     client = InfinityClient(base_url=server.url, api_key=server.api_key)
     print(f"local Infinity server ready at {server.url} in {server.startup_seconds:.1f}s")
@@ -153,7 +154,7 @@ print(f"{len(chunks)} chunks embedded and stored in {seconds:.1f}s "
 #
 # The vector store's retriever returns the 10 chunks closest to the question. A
 # `ContextualCompressionRetriever` wraps it: it retrieves the same 10, then `InfinityRerank`
-# scores each (question, chunk) pair with the cross-encoder and keeps the best 3, each
+# scores each (question, chunk) pair with the reranker and keeps the best 3, each
 # with its `relevance_score` in the metadata. `InfinityRerank` and `InfinityEmbeddings`
 # share one `InfinityClient` (one connection pool).
 
@@ -185,10 +186,11 @@ for doc in reranking_retriever.invoke(question):
 # chunks that answer the question (from the function the question is about).
 #
 # The two scores are on different scales: cosine similarity of the vectors on the left;
-# on the right the cross-encoder's logit through a sigmoid (Infinity's default;
-# `raw_scores=True` returns the logit). The reranker served here is a small cross-encoder
-# distilled offline from MiniLM itself, good enough to show the pipeline; for real use,
-# serve a production one (e.g. `BAAI/bge-reranker-base`) and point `INFINITY_API_BASE` at it.
+# on the right the reranker's logit through a sigmoid (Infinity's default;
+# `raw_scores=True` returns the logit). The reranker served here is built offline from
+# MiniLM (its cosine plus BM25: no model hub here), good enough to show what a second stage
+# adds; for real use, serve a cross-encoder (e.g. `BAAI/bge-reranker-base`) and point
+# `INFINITY_API_BASE` at it.
 
 # %%
 from IPython.display import display

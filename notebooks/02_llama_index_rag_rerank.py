@@ -27,9 +27,10 @@
 # 4. retrieve, then rerank with `InfinityRerank` as a node postprocessor;
 # 5. a query engine with the reranker (and a mock LLM: swap in a real one).
 #
-# The models are small and run on CPU, offline: `all-MiniLM-L6-v2` for embeddings and a
-# cross-encoder distilled from it (`scripts/distill_reranker.py`). The outputs below come
-# from a real run on a 2-core machine.
+# The models are small and run on CPU, offline: `all-MiniLM-L6-v2` for embeddings and, as
+# the reranker, MiniLM's cosine plus BM25 over each (question, passage) pair
+# (`scripts/build_reranker.py`: a hybrid that adds exact-word evidence, not a cross-encoder).
+# The outputs below come from a real run on a 2-core machine.
 
 # %%
 import os
@@ -54,7 +55,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 # With `INFINITY_API_BASE` set (and `INFINITY_API_KEY` if it needs one), the notebook uses
 # that server, which must serve an embedding model named `minilm` and a reranker named
 # `reranker` (Infinity's `--served-model-name`). Otherwise it starts a real Infinity server
-# here, on loopback, offline, serving MiniLM and the distilled reranker:
+# here, on loopback, offline, serving MiniLM and the demo's reranker:
 # [`infinity_rag.testing.LocalInfinityServer`](../docs/reference/testing.md) runs it from its
 # own virtualenv (built once, when missing, by the repository's `scripts/setup_server.sh`).
 #
@@ -67,8 +68,8 @@ server = None
 if os.environ.get("INFINITY_API_BASE"):
     client = InfinityClient()  # INFINITY_API_BASE and INFINITY_API_KEY from the environment
 else:
-    # MiniLM, and the cross-encoder distilled from it (scripts/distill_reranker.py)
-    server = LocalInfinityServer({EMBED_MODEL: "minilm", RERANK_MODEL: "reranker-distilled"})
+    # MiniLM, and the demo's reranker built from it (scripts/build_reranker.py)
+    server = LocalInfinityServer({EMBED_MODEL: "minilm", RERANK_MODEL: "reranker-hybrid"})
     server.start()
     client = InfinityClient(base_url=server.url, api_key=server.api_key)
     print(f"local Infinity server ready at {server.url} in {server.startup_seconds:.1f}s")
@@ -143,7 +144,7 @@ print(f"{count} nodes split, embedded and stored in {seconds:.1f}s "
 # ## 4. Retrieve, then rerank
 #
 # The retriever returns the 10 nodes closest to the question; `InfinityRerank` (a node
-# postprocessor) scores each (question, node) pair with the cross-encoder and keeps the best
+# postprocessor) scores each (question, node) pair with the reranker and keeps the best
 # 3, with the reranker's score as the node's score. It shares the embedder's
 # `InfinityClient` (one connection pool).
 
@@ -171,10 +172,11 @@ for hit in rerank.postprocess_nodes(hits, query_str=question):
 # that answer the question (from the function the question is about).
 #
 # The two scores are on different scales: cosine similarity of the vectors on the left;
-# on the right the cross-encoder's logit through a sigmoid (Infinity's default;
-# `raw_scores=True` returns the logit). The reranker served here is a small cross-encoder
-# distilled offline from MiniLM itself, good enough to show the pipeline; for real use,
-# serve a production one (e.g. `BAAI/bge-reranker-base`) and point `INFINITY_API_BASE` at it.
+# on the right the reranker's logit through a sigmoid (Infinity's default;
+# `raw_scores=True` returns the logit). The reranker served here is built offline from
+# MiniLM (its cosine plus BM25: no model hub here), good enough to show what a second stage
+# adds; for real use, serve a cross-encoder (e.g. `BAAI/bge-reranker-base`) and point
+# `INFINITY_API_BASE` at it.
 
 # %%
 from IPython.display import display

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 Hit = tuple[float, str, str]
-TITLES = ("vector search (cosine similarity)", "reranked (cross-encoder relevance)")
+TITLES = ("vector search (cosine similarity)", "reranked (reranker relevance)")
 
 
 def snippet(source: str, text: str, width: int = 60) -> str:

@@ -5,7 +5,7 @@
 
 The module lives in the package (``src/infinity_rag/testing/_infinity.py``). It is stdlib
 only, and loaded here by its path, so that this also runs under a Python without
-``infinity_rag``'s dependencies (the server venv's, for ``distill_reranker.py --check-server``):
+``infinity_rag``'s dependencies (the server venv's, for ``build_reranker.py --check-server``):
 ``from local_infinity import LocalInfinityServer`` with ``scripts/`` on ``sys.path`` works there.
 """
 

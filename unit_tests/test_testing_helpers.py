@@ -129,8 +129,8 @@ def test_models_by_name_by_folder_and_by_path(home: Path, tmp_path: Path) -> Non
         "reranker": home.resolve() / "models" / "reranker-random"
     }
     elsewhere = tmp_path / "elsewhere"
-    models = LocalInfinityServer({"a": "reranker-distilled", "b": elsewhere})._resolve_models()
-    assert models == {"a": home.resolve() / "models" / "reranker-distilled", "b": elsewhere}
+    models = LocalInfinityServer({"a": "reranker-hybrid", "b": elsewhere})._resolve_models()
+    assert models == {"a": home.resolve() / "models" / "reranker-hybrid", "b": elsewhere}
 
 
 def test_bad_model_specs_are_refused(home: Path) -> None:
