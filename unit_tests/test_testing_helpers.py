@@ -240,6 +240,23 @@ def test_the_corpus_is_fixed_and_names_its_sources() -> None:
     assert "json.loads" in {p.source for p in corpus}
 
 
+def test_the_corpus_leaves_out_members_other_packages_patch_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shlex
+
+    before = load_corpus(("shlex", "logging"))
+
+    def warning_once(self: object) -> None:
+        """Log a warning once (as transformers adds to logging.Logger)."""
+
+    warning_once.__module__ = "transformers.utils.logging"
+    monkeypatch.setattr(shlex.shlex, "warning_once", warning_once, raising=False)
+    assert load_corpus(("shlex", "logging")) == before
+    # A stdlib member set from another stdlib module stays (Formatter.converter = time.localtime).
+    assert "logging.Formatter.converter" in {p.source for p in before}
+
+
 def test_every_question_is_answered_by_the_default_corpus() -> None:
     sources = {p.source for p in load_corpus()}
     assert len(QUESTIONS) == 9
