@@ -1,4 +1,4 @@
-"""The demo's reranker: MiniLM's cosine plus BM25, scored from a (query, passage) pair.
+"""The demo's reranker: MiniLM's cosines plus BM25, scored from a (query, passage) pair.
 
 Copied into the model folder that ``scripts/build_reranker.py`` builds; ``config.json``'s
 ``auto_map`` points ``AutoModelForSequenceClassification`` here, so Infinity (which loads models
@@ -7,17 +7,22 @@ with ``trust_remote_code``, its default) serves it on ``/rerank`` like any cross
 transformers' own message instead of silently giving another model.
 
 This is **not a cross-encoder**: query and passage never attend to each other. The score of a pair
-is ``logit_scale * (cosine_scale * cos + lexical_weight * bm25) + logit_offset`` where
+is ``logit_scale * (cosine_scale * (cos + prefix_weight * cos_prefix) + lexical_weight * bm25)
++ logit_offset`` where
 
 - ``cos`` is all-MiniLM-L6-v2's cosine between the query and the passage, each encoded alone
   (mean pooling, as sentence-transformers does; the passage cut at ``encoder_max_length`` tokens),
   the very score dense retrieval ranked by;
+- ``cos_prefix`` is the same cosine with only the passage's first ``prefix_length`` tokens: where
+  a passage says what it is (a docstring's name and summary line; a node's metadata lines too),
+  before the details that blur a whole-passage vector;
 - ``bm25`` is Okapi BM25 of the query's WordPiece tokens in the passage's (``bm25_k1``,
   ``bm25_b``, ``avg_length``), with the ``idf`` buffer computed from the corpus it reranks.
 
 Reranking by it adds to retrieval the exact-word evidence dense vectors blur ("recursively",
-"zip or tar", "dict" in ``groupdict``). ``logit_scale`` and ``logit_offset`` only spread the
-logits for Infinity's sigmoid; they never change an order.
+"zip or tar", "dict" in ``groupdict``) and a second look at the passage's opening.
+``logit_scale`` and ``logit_offset`` only spread the logits for Infinity's sigmoid; they never
+change an order.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ class HybridRerankerConfig(BertConfig):  # type: ignore[misc]
         self,
         cosine_scale: float = 20.0,
         lexical_weight: float = 0.5,
+        prefix_weight: float = 0.0,
+        prefix_length: int = 48,
         bm25_k1: float = 1.2,
         bm25_b: float = 0.75,
         avg_length: float = 40.0,
@@ -49,6 +56,8 @@ class HybridRerankerConfig(BertConfig):  # type: ignore[misc]
         super().__init__(**kwargs)
         self.cosine_scale = cosine_scale
         self.lexical_weight = lexical_weight
+        self.prefix_weight = prefix_weight
+        self.prefix_length = prefix_length
         self.bm25_k1 = bm25_k1
         self.bm25_b = bm25_b
         self.avg_length = avg_length
@@ -127,10 +136,11 @@ class HybridRerankerForSequenceClassification(BertPreTrainedModel):  # type: ign
             raise ValueError("the reranker scores (query, passage) pairs: token_type_ids needed")
         c = self.config
         qmask, pmask = self._segments(input_ids, attention_mask, token_type_ids)
-        cos = (
-            self._embed(input_ids, qmask, c.encoder_max_length)
-            * self._embed(input_ids, pmask, c.encoder_max_length)
-        ).sum(-1)
+        query = self._embed(input_ids, qmask, c.encoder_max_length)
+        cos = (query * self._embed(input_ids, pmask, c.encoder_max_length)).sum(-1)
+        if c.prefix_weight:
+            prefix = self._embed(input_ids, pmask, c.prefix_length + 2)  # + [CLS] and [SEP]
+            cos = cos + c.prefix_weight * (query * prefix).sum(-1)
         bm25 = self._bm25(input_ids, qmask, pmask)
         raw = c.cosine_scale * cos.to(bm25.dtype) + c.lexical_weight * bm25
         logits = (c.logit_scale * raw + c.logit_offset).unsqueeze(-1)
