@@ -6,7 +6,8 @@ LlamaIndex, on a real vector database (Qdrant, embedded on disk).
 
 1. Start a local Infinity server (or use the one ``INFINITY_API_BASE`` names) serving MiniLM
    and the demo's reranker, built from it offline in seconds (``scripts/build_reranker.py``:
-   MiniLM's cosine plus BM25 over the pair's tokens, served on ``/rerank``; not a cross-encoder).
+   MiniLM's cosines with the passage and its opening, plus BM25 over the pair's tokens, served
+   on ``/rerank``; not a cross-encoder).
    ``INFINITY_RAG_RERANKER`` names another (a Hugging Face cross-encoder, with network access).
 2. Load a real corpus: the docstrings of Python's standard library (about 1,100 passages).
 3. LangChain: ingest into Qdrant with ``InfinityEmbeddings``; for each of the 59 held-out

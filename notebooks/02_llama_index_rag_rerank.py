@@ -28,8 +28,9 @@
 # 5. a query engine with the reranker (and a mock LLM: swap in a real one).
 #
 # The models are small and run on CPU, offline: `all-MiniLM-L6-v2` for embeddings and, as
-# the reranker, MiniLM's cosine plus BM25 over each (question, passage) pair
-# (`scripts/build_reranker.py`: a hybrid that adds exact-word evidence, not a cross-encoder).
+# the reranker, MiniLM's cosines (with the whole passage and with its opening) plus BM25
+# over each (question, passage) pair (`scripts/build_reranker.py`: a hybrid that adds
+# exact-word evidence, not a cross-encoder).
 # The outputs below come from a real run on a 2-core machine.
 
 # %%
@@ -174,7 +175,7 @@ for hit in rerank.postprocess_nodes(hits, query_str=question):
 # The two scores are on different scales: cosine similarity of the vectors on the left;
 # on the right the reranker's logit through a sigmoid (Infinity's default;
 # `raw_scores=True` returns the logit). The reranker served here is built offline from
-# MiniLM (its cosine plus BM25: no model hub here), good enough to show what a second stage
+# MiniLM (its cosines plus BM25: no model hub here), good enough to show what a second stage
 # adds; for real use, serve a cross-encoder (e.g. `BAAI/bge-reranker-base`) and point
 # `INFINITY_API_BASE` at it.
 
