@@ -98,12 +98,6 @@ def check_gain(run: rag_demo.RunResult) -> None:
     assert run.mrr(True) > run.mrr(False), describe(run)
 
 
-def test_every_answer_is_in_the_corpus(corpus: list[Passage]) -> None:
-    sources = {p.source for p in corpus}
-    for question in rag_demo.QUESTIONS:
-        assert question.answers <= sources, question
-
-
 def test_langchain_reranks_the_retrieved_passages(
     langchain_run: rag_demo.RunResult, corpus: list[Passage]
 ) -> None:

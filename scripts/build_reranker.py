@@ -271,9 +271,11 @@ def questions(split: str) -> Any:
     sys.path.insert(0, str(ROOT / "examples"))
     import rerank_questions as rq
 
-    if split == "dev":
-        return rq.DEV_QUESTIONS + rq.DEV2_QUESTIONS
-    return {"heldout": rq.HELDOUT_QUESTIONS, "heldout2": rq.HELDOUT2_QUESTIONS}[split]
+    return {
+        "dev": rq.DEV_QUESTIONS + rq.DEV2_QUESTIONS,
+        "heldout": rq.HELDOUT_QUESTIONS,
+        "heldout2": rq.HELDOUT2_QUESTIONS,
+    }[split]
 
 
 #: The text each pipeline of the demo embeds and reranks for a passage: LangChain's
