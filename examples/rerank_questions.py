@@ -6,14 +6,15 @@ Written before any reranker was built or trained, and split once at random
 
 - ``DEV_QUESTIONS`` chose the reranker's recipe (``scripts/build_reranker.py --sweep dev``; the
   cross-encoder trials before it, ``--trial`` of the former ``distill_reranker.py``, too);
-- ``HELDOUT_QUESTIONS`` played no part in building the reranker or choosing its recipe. They
-  are what the demo (``examples/rag_demo.py``), its test and ``benchmarks/RESULTS-reranker.md``
-  report.
+- ``HELDOUT_QUESTIONS`` played no part in building the reranker or choosing its recipe.
 
 Written later, each before any reranker was scored on it, about objects no earlier question
 answers: ``DEV2_QUESTIONS`` (60 more development questions, with ``DEV_QUESTIONS`` the 100 the
 current recipe was chosen on) and ``HELDOUT2_QUESTIONS`` (73 more held-out ones, written after
 that recipe was fixed; ``scripts/build_reranker.py --eval heldout2``).
+
+The two held-out sets, 132 questions, are what the demo (``examples/rag_demo.py``), its test and
+``benchmarks/RESULTS-reranker.md`` report.
 
 No question is data for the reranker. A question counts as answered at rank r when the passage
 at rank r has one of its sources.

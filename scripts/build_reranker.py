@@ -266,8 +266,8 @@ class Encoder:
 
 def questions(split: str) -> Any:
     """``dev``: the 100 development questions (``DEV_QUESTIONS`` and ``DEV2_QUESTIONS``);
-    ``heldout``: the 59 held-out ones the demo reports, which the recipe was never chosen on;
-    ``heldout2``: the 73 written after the recipe was fixed."""
+    ``heldout``: the 59 held-out ones the recipe was never chosen on; ``heldout2``: the 73
+    written after the recipe was fixed (the demo reports both held-out sets)."""
     sys.path.insert(0, str(ROOT / "examples"))
     import rerank_questions as rq
 

@@ -22,7 +22,7 @@ SETS = {
 
 
 def test_every_answer_is_a_passage_of_the_corpus() -> None:
-    # HELDOUT_QUESTIONS are the demo's (examples/rag_demo.py's QUESTIONS).
+    # The two held-out sets are the demo's (examples/rag_demo.py's QUESTIONS).
     sources = {p.source for p in load_corpus()}
     missing = {
         (name, q.text): sorted(q.answers - sources)
