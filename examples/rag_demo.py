@@ -338,9 +338,10 @@ def results_markdown(runs: Sequence[RunResult], reranker: str, command: str) -> 
         "# The demo's reranker on held-out questions",
         "",
         f"Made by `{command}` (reranker: `{reranker}`). {len(QUESTIONS)} natural how-to "
-        "questions (`examples/rerank_questions.py`: the 59 of `HELDOUT_QUESTIONS`, written "
-        "before the reranker was built, and the 73 of `HELDOUT2_QUESTIONS`, written after its "
-        "recipe was fixed), never used to build it or to choose its recipe. For each, "
+        f"questions (`examples/rerank_questions.py`: the {len(HELDOUT_QUESTIONS)} of "
+        "`HELDOUT_QUESTIONS`, written before the reranker was built, and the "
+        f"{len(HELDOUT2_QUESTIONS)} of `HELDOUT2_QUESTIONS`, written after its recipe was "
+        "fixed), never used to build it or to choose its recipe. For each, "
         f"the vector store retrieves {RETRIEVE_K} passages of the demo corpus (MiniLM "
         "bi-encoder), then the reranker reranks them. A question's rank is that of the "
         "first passage that answers it ('-': none of the 10 does; it counts 0 in MRR).",
