@@ -58,6 +58,14 @@ class LoopClients:
         self._closers.pop(loop, None)
         return self._clients.pop(loop, None)
 
+    def detach(self) -> AsyncGenerator[None, None] | None:
+        """Take the running loop's client out of the table; the returned closer closes it
+        (``await closer.aclose()``), and nothing else will before that."""
+        loop = asyncio.get_running_loop()
+        if self._clients.pop(loop, None) is None:
+            return None
+        return self._closers.pop(loop, None)
+
     def _close_at_shutdown(
         self, loop: asyncio.AbstractEventLoop, client: httpx.AsyncClient
     ) -> AsyncGenerator[None, None]:
@@ -230,10 +238,11 @@ class BackgroundLoop:
         asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result()
 
     async def _shutdown(self) -> None:
-        while tasks := {task for task in self._tasks if not task.done()}:
+        # Taken out of use first: a call that starts from now on makes a new pool rather than
+        # being handed this closing one; the calls in flight finish on it, then it closes.
+        closing = self._clients.detach()
+        if closing is None:
+            return
+        if tasks := {task for task in self._tasks if not task.done()}:
             await asyncio.wait(tasks)
-        # No await between the check and the pop: a call that starts from now on makes a new
-        # pool rather than being handed this closing one.
-        client = self._clients.pop()
-        if client is not None:
-            await client.aclose()
+        await closing.aclose()  # closes the pool
