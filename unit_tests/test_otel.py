@@ -496,3 +496,30 @@ print([span.name for span in exporter.get_finished_spans()])
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().replace("'", '"')) == ["embeddings m"]
+
+
+def test_the_callers_baggage_and_an_incoming_trace_pass_through_without_an_sdk() -> None:
+    """API only: a trace the application received (a non-recording span with a valid
+    context) and its baggage still reach the server, as W3C asks of a proxy-like hop."""
+    from opentelemetry import baggage, context, metrics
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    observer = _otel.make_observer(
+        _no_replicas,
+        tracer_provider=trace.NoOpTracerProvider(),
+        meter_provider=metrics.NoOpMeterProvider(),
+    )
+    assert observer is not None
+    incoming = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1))
+    ctx = trace.set_span_in_context(NonRecordingSpan(incoming))
+    token = context.attach(baggage.set_baggage("tenant", "acme", ctx))
+    try:
+        call = observer.call(EMBED)
+    finally:
+        context.detach(token)
+    attempt = call.attempt(attempt_info())
+    headers = dict(attempt.headers())
+    attempt.finish(200, None)
+    call.finish(RESULT, None)
+    assert headers["traceparent"] == f"00-{0xABC:032x}-{0xDEF:016x}-01"
+    assert headers["baggage"] == "tenant=acme"

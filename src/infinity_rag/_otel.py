@@ -256,8 +256,30 @@ def _url_attributes(url: str, method: str) -> tuple[str, str, str]:
 # --- the observer ---------------------------------------------------------------------------------
 
 
+class _Api:
+    """What the hot path uses of opentelemetry, imported once (when the first observer is
+    made): no import statement runs per call."""
+
+    def __init__(self) -> None:
+        from opentelemetry import baggage, context, propagate, trace
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        self.current_context = context.get_current
+        self.with_span = trace.set_span_in_context
+        self.inject = propagate.inject
+        self.baggage = baggage.get_all
+        self.client_kind = SpanKind.CLIENT
+        self.status = Status
+        self.error_code = StatusCode.ERROR
+
+
+@cache
+def _api() -> _Api:
+    return _Api()
+
+
 class _OtelObserver:
-    __slots__ = ("_instruments", "_tracer")
+    __slots__ = ("_api", "_instruments", "_tracer")
 
     def __init__(
         self,
@@ -270,18 +292,18 @@ class _OtelObserver:
         self._tracer: Tracer = trace.get_tracer(
             SCOPE, __version__, tracer_provider=tracer_provider, schema_url=SCHEMA_URL
         )
+        self._api = _api()
         self._instruments = _instruments(meter_provider)
         self._instruments.watch(replica_states)
 
     def call(self, info: CallInfo) -> CallObservation:
-        from opentelemetry import context, trace
-
+        api = self._api
         name = info.operation if info.model is None else f"{info.operation} {info.model}"
-        parent = context.get_current()
-        span = self._tracer.start_span(name, context=parent, kind=trace.SpanKind.CLIENT)
+        parent = api.current_context()
+        span = self._tracer.start_span(name, context=parent, kind=api.client_kind)
         if span.is_recording():
             span.set_attributes(_call_attributes(info))
-        return _Call(self, info, span, trace.set_span_in_context(span, parent))
+        return _Call(self, info, span, api.with_span(span, parent))
 
 
 def _call_attributes(info: CallInfo) -> dict[str, Any]:
@@ -340,11 +362,10 @@ class _Call:
         self._last: tuple[str, int | None] | None = None
 
     def attempt(self, info: AttemptInfo) -> AttemptObservation:
-        from opentelemetry import trace
-
         name, template, full = _url_attributes(info.url, info.method)
-        span = self._observer._tracer.start_span(
-            name, context=self._context, kind=trace.SpanKind.CLIENT
+        observer = self._observer
+        span = observer._tracer.start_span(
+            name, context=self._context, kind=observer._api.client_kind
         )
         if span.is_recording():
             attributes: dict[str, Any] = {
@@ -406,10 +427,9 @@ class _Call:
                 attributes["error.type"] = error_type
             span.set_attributes(attributes)
             if error is not None and not cancelled:
-                from opentelemetry.trace import Status, StatusCode
-
+                api = self._observer._api
                 _record_error(span, error)
-                span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"[:500]))
+                span.set_status(api.status(api.error_code, f"{error_type}: {error}"[:500]))
         span.end()
         if cancelled:
             return  # a cut-short duration would only skew the histogram
@@ -452,10 +472,12 @@ class _Attempt:
         self._started = time.perf_counter()
 
     def headers(self) -> Mapping[str, str]:
-        from opentelemetry import propagate, trace
-
+        call = self._call
+        api = call._observer._api
+        if not self._span.get_span_context().is_valid and not api.baggage(call._context):
+            return {}  # nothing to propagate (no SDK, no incoming trace): skip the propagators
         carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=trace.set_span_in_context(self._span))
+        api.inject(carrier, context=api.with_span(self._span, call._context))
         return carrier
 
     def finish(self, status_code: int | None, error: BaseException | None) -> None:
@@ -480,11 +502,10 @@ class _Attempt:
                 attributes["error.type"] = error_type
             span.set_attributes(attributes)
             if error_type is not None:
-                from opentelemetry.trace import Status, StatusCode
-
+                api = self._call._observer._api
                 if error is not None:
                     _record_error(span, error)
-                span.set_status(Status(StatusCode.ERROR, error_type))
+                span.set_status(api.status(api.error_code, error_type))
         span.end()
         if cancelled:
             return
