@@ -24,6 +24,13 @@ observer is made: before an SDK is configured those are the API's proxies, which
 SDK's tracer and meter once one is set, as the contrib instrumentations rely on. Without an
 SDK every span is the API's non-recording span and no attribute is built.
 
+Wiring (the engine's side): ``self._observer = _otel.make_observer(self.replicas)`` once per
+client (``None``: skip every hook); ``observation = observer.call(CallInfo(...))`` in the
+caller's thread or task before anything is sent; per HTTP request
+``attempt = observation.attempt(AttemptInfo(...))``, its ``attempt.headers()`` added to the
+request's headers, ``attempt.finish(status, error)`` when it ends (``CancelledError`` when
+abandoned); ``observation.finish(result, error)`` once at the end.
+
 No texts, documents or headers reach an observer, so no content and no API key can land in a
 span. Exceptions are recorded as an ``exception`` event with their type and message only (no
 stack trace: its source lines are the caller's code, which may hold a key literal); the
