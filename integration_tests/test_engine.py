@@ -9,7 +9,9 @@ a sync ``embed`` whose last chunk failed at once waited 4.1 s for the others; an
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
 import json
 import signal
 import socket
@@ -178,11 +180,10 @@ def test_a_timeout_given_here_still_wins_over_the_injected_clients(silent: StubS
 async def test_wait_until_ready_keeps_to_its_timeout(silent: StubServer, mode: str) -> None:
     client = InfinityClient(base_url=silent.url)  # each request may take 120 s
     started = time.monotonic()
+    sync_call = functools.partial(client.wait_until_ready, timeout=2, interval=0.2)
+    async_call = functools.partial(client.await_until_ready, timeout=2, interval=0.2)
     with pytest.raises(InfinityTimeoutError, match="not ready after 2s"):
-        if mode == "sync":
-            client.wait_until_ready(timeout=2, interval=0.2)
-        else:
-            await client.await_until_ready(timeout=2, interval=0.2)
+        await (async_call() if mode == "async" else asyncio.to_thread(sync_call))
     assert 1.9 < time.monotonic() - started < 4  # was 120 s
 
 
@@ -203,13 +204,11 @@ async def test_the_first_fatal_error_ends_the_call_and_its_requests(mode: str) -
         client.embed(["warm"])
         before = other_threads()
         started = time.monotonic()
+        call = client.aembed(texts) if mode == "async" else asyncio.to_thread(client.embed, texts)
         with pytest.raises(InvalidRequestError, match="last chunk is refused"):
-            if mode == "sync":
-                client.embed(texts)
-            else:
-                await client.aembed(texts)
+            await call
         took = time.monotonic() - started
-        time.sleep(0.3)
+        await asyncio.sleep(0.3)
         assert took < 1.0  # the sync call waited 4.1 s for requests nobody needed
         assert other_threads() <= before  # no thread left behind
         assert len(server.requests) == 1 + 4  # the warm-up, then the four chunks

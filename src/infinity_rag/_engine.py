@@ -277,7 +277,7 @@ class Engine:
         call.urls_tried.append(shown if request.outside_prefix else replica.shown)
         observation = None
         if call.observation is not None:
-            parts = urlsplit(shown)
+            parts = urlsplit(url)  # host and port (the shown URL's masked password is no port)
             observation = call.observation.attempt(
                 AttemptInfo(
                     request.method,

@@ -41,6 +41,7 @@ from infinity_rag._inputs import (
     check_texts,
 )
 from infinity_rag._observe import CallInfo
+from infinity_rag._otel import make_observer
 from infinity_rag._pool import (
     DEFAULT_MAX_REPLICA_BACKOFF,
     DEFAULT_REPLICA_BACKOFF,
@@ -168,6 +169,8 @@ class InfinityClient(EmbeddingMethods):
             make_async_client=lambda: httpx.AsyncClient(timeout=self.timeout, verify=self._tls()),
             http_client=http_client,
             http_async_client=http_async_client,
+            # OpenTelemetry spans and metrics when opentelemetry-api is installed (else None).
+            observer=make_observer(self.replicas),
         )
 
     @property
