@@ -28,7 +28,7 @@ import functools
 import logging
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -175,15 +175,7 @@ class Engine:
 
     async def _drive(self, operation: protocol.Operation[R], call: _Call) -> R:
         """Step ``operation``: run each fanout it yields, send back the parts or the error."""
-        done, value = _resume(operation, None, None)
-        while not done:
-            try:
-                parts = await self._fanout(value, call)
-            except InfinityError as error:
-                done, value = _resume(operation, None, error)
-            else:
-                done, value = _resume(operation, parts, None)
-        return value  # type: ignore[no-any-return]
+        return await _pump(operation, lambda fanout: self._fanout(fanout, call))  # type: ignore[no-any-return]
 
     async def _fanout(self, fanout: protocol.Fanout[Any], call: _Call) -> list[Any]:
         exchanges = fanout.exchanges
@@ -213,18 +205,16 @@ class Engine:
 
     async def _exchange(self, exchange: protocol.Exchange[Any], call: _Call) -> Any:
         """Step one exchange: send each request it yields, hand back the answer or error."""
-        done, value = _resume(exchange, None, None)
-        items = value.items if not done else 0
-        while not done:
-            try:
-                payload = await self._request(value, call)
-            except InfinityError as error:
-                done, value = _resume(exchange, None, error)
-            else:
-                done, value = _resume(exchange, payload, None)
+        items: list[int] = []
+
+        def send(request: protocol.Request) -> Awaitable[Any]:
+            items.append(request.items)
+            return self._request(request, call)
+
+        part = await _pump(exchange, send)
         if call.progress is not None:
-            call.progress(items)
-        return value
+            call.progress(items[0] if items else 0)
+        return part
 
     async def _request(self, request: protocol.Request, call: _Call) -> Any:
         """Send ``request``, retrying what may pass (on another replica when there is one)."""
@@ -396,6 +386,20 @@ class Engine:
         if client is not None:
             await client.aclose()
         self.close()
+
+
+async def _pump(flow: Generator[Any, Any, Any], send: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run a flow (an operation or an exchange) to its return value: ``send`` each thing it
+    yields, and give it back the answer, or raise the ``InfinityError`` at its ``yield``."""
+    done, value = _resume(flow, None, None)
+    while not done:
+        try:
+            answer = await send(value)
+        except InfinityError as error:
+            done, value = _resume(flow, None, error)
+        else:
+            done, value = _resume(flow, answer, None)
+    return value
 
 
 def _resume(

@@ -306,14 +306,17 @@ class InfinityClient(EmbeddingMethods):
         sizes = (
             (self.rerank_batch_size, self.batch_size) if batch_size is None else (batch_size,) * 2
         )
-        return _maxsim.rerank_operation(
+        rerank = protocol.Rerank(
             check_query(query),
             check_texts(documents, "documents"),
-            model=model,
-            top_n=check_optional_positive_int(top_n, "top_n"),
-            raw_scores=bool(raw_scores),
-            return_documents=bool(return_documents),
-            extra_body=extra_body,
+            model,
+            check_optional_positive_int(top_n, "top_n"),
+            bool(raw_scores),
+            bool(return_documents),
+            extra_body,
+        )
+        return _maxsim.rerank_operation(
+            rerank,
             rerank_batch_size=check_batch_size(sizes[0], "batch_size", MAX_ITEMS_PER_REQUEST),
             embed_batch_size=check_batch_size(sizes[1], "batch_size", MAX_ITEMS_PER_REQUEST),
             late_interaction=late_interaction,
