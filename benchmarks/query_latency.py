@@ -519,6 +519,22 @@ def report(data: dict[str, Any]) -> str:
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(data["versions"].items())) + ".",
         "",
+        "Configurations: `ours` is `InfinityClient(base_url=[3 URLs])` with its defaults, "
+        "`embed` then `rerank` from each thread; `ours <balancer>[+hedge]` pass "
+        "`balancer=`/`hedge=` (skipped while the client has no such setting); `ours +patch "
+        "peak-ewma` is today's client with `_balance.PeakEwma` patched into its pool (the "
+        "balancer alone, no hedging); `litellm <strategy>` is LiteLLM's `Router` with one "
+        "`infinity/` deployment per replica, run as 8 asyncio tasks on one event loop "
+        "(`aembedding` + `arerank`: the Router has no sync `rerank`); `raw-random` is an httpx "
+        "loop posting to a replica drawn at random.",
+        "",
+        "Reproduce: `bash benchmarks/setup.sh` is not needed; "
+        "`PYTHONPATH=src .venv/bin/python benchmarks/query_latency.py --setup-litellm` once "
+        "(builds `$INFINITY_RAG_HOME/bench-venvs/litellm`), then the same command without "
+        "`--setup-litellm` "
+        "(`--quick` for a 300-query smoke run to stdout). Run it on a quiet machine: the "
+        "replicas, the client and everything else share the cores.",
+        "",
     ]
     for scenario, results in data["results"].items():
         lines += [

@@ -105,7 +105,7 @@ def test_an_estimate_starts_with_the_first_answer_and_a_peak_replaces_it_at_once
 
 
 def test_a_lower_answer_is_blended_in_by_the_time_since_the_last_one() -> None:
-    est = LatencyEstimates(TAU)
+    est = LatencyEstimates(TAU, answer_weight=0.0)  # Finagle's rule: time alone
     est.observe("a", 0.100, 0.0)
     est.observe("a", 0.010, TAU)  # one tau later: weight exp(-1) on the old value
     expected = 0.100 * math.exp(-1) + 0.010 * (1 - math.exp(-1))
@@ -137,6 +137,53 @@ def test_a_failure_never_lowers_an_estimate_but_a_long_timeout_raises_it() -> No
     assert est.get("a", 2.0) == pytest.approx(30.0)
 
 
+def test_each_lower_answer_pulls_the_estimate_at_least_answer_weight() -> None:
+    est = LatencyEstimates(TAU, answer_weight=0.1)
+    est.observe("a", 0.010, 0.0)
+    est.observe("a", 0.260, 0.001)  # one stalled answer: the peak
+    for i in range(30):  # then normal answers 1 ms apart: time alone would barely move it
+        est.observe("a", 0.010, 0.002 + i * 0.001)
+    assert est.get("a", 0.032) == pytest.approx(0.010 + 0.250 * 0.9**30, rel=0.01)
+    assert est.get("a", 0.032) < 0.03  # type: ignore[operator]
+    est.observe("a", 0.100, 1.0)  # the peak rule is unchanged
+    assert est.get("a", 1.0) == pytest.approx(0.100)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from("abc"), st.floats(0.0, 2.0), st.floats(0.0, 30.0)),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_estimates_stay_between_the_old_value_and_the_answer_and_only_fall_when_idle(
+    steps: list[tuple[str, float, float]],
+) -> None:
+    est = LatencyEstimates(TAU)
+    now = 0.0
+    for url, seconds, gap in steps:
+        now += gap
+        before = est.get(url, now)
+        est.observe(url, seconds, now)
+        after = est.get(url, now)
+        assert after is not None
+        if before is None or seconds >= before:
+            assert after == pytest.approx(seconds)  # first answer, or a peak
+        else:
+            assert seconds <= after <= before
+        # Idle, it never rises and never drops below the floor.
+        later = [est.get(url, now + dt) for dt in (1.0, 10.0, 100.0)]
+        assert all(a >= b for a, b in zip([after, *later], later, strict=False))  # type: ignore[operator]
+        assert min(later) >= est.floor() - 1e-12  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("weight", [-0.1, 1.0, float("nan")])
+def test_a_bad_answer_weight_is_refused(weight: float) -> None:
+    with pytest.raises(ValueError, match="answer_weight must be"):
+        LatencyEstimates(TAU, answer_weight=weight)
+
+
 @pytest.mark.parametrize("decay", [0, -1.0, float("nan"), True, "10"])
 def test_a_bad_decay_is_refused_with_its_name(decay: object) -> None:
     with pytest.raises(ValueError, match="decay must be a number of seconds > 0"):
@@ -165,6 +212,28 @@ def test_least_busy_keeps_sending_the_slow_replica_a_large_share() -> None:
     balancer = LeastBusy(rng=random.Random(1))
     sent = simulate(balancer, lambda i, now: 0.100 if i == 0 else 0.010, until=20.0)
     assert share(sent, 0) > 0.04  # 5.7% with this seed; 0.04% under peak-EWMA
+
+
+def test_rare_stalls_on_fast_replicas_do_not_make_a_slow_one_look_best() -> None:
+    # Replica 0 answers in 100 ms; replicas 1 and 2 in 10 ms, but 2% of their answers stall
+    # 250 ms more. With Finagle's rule alone (answer_weight=0) every stall keeps a fast
+    # replica's estimate near 250 ms for seconds and the slow one gets a fifth of the
+    # requests, more than under least-busy; each answer's minimum weight fixes that.
+    def run(balancer: Balancer) -> float:
+        rng = random.Random(5)
+        sent = simulate(
+            balancer,
+            lambda i, now: 0.100 if i == 0 else 0.010 + (0.250 if rng.random() < 0.02 else 0),
+            until=30.0,
+        )
+        return share(sent, 0)
+
+    finagle = run(PeakEwma(decay=TAU, answer_weight=0.0, rng=random.Random(1)))
+    least_busy = run(LeastBusy(rng=random.Random(1)))
+    ours = run(PeakEwma(decay=TAU, rng=random.Random(1)))
+    assert finagle > 0.15
+    assert ours < 0.08
+    assert ours < least_busy < finagle
 
 
 def test_a_slow_replica_that_recovers_earns_traffic_again_within_a_few_tau() -> None:

@@ -29,6 +29,7 @@ from typing import NamedTuple, Protocol, TypeVar
 
 __all__ = [
     "BALANCERS",
+    "DEFAULT_ANSWER_WEIGHT",
     "DEFAULT_BALANCER",
     "DEFAULT_DECAY",
     "Balancer",
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 DEFAULT_DECAY = 10.0  # seconds: Finagle's default decayTime, Linkerd's default decay
+# Each answer below the estimate pulls it at least this far toward it (Finagle: 0, time only).
+DEFAULT_ANSWER_WEIGHT = 0.1
 DEFAULT_SLOW_FACTOR = 3.0  # "slow": an estimate above 3x the best replica's
 DEFAULT_RECOVER_FACTOR = 2.0  # "recovered": back below 2x (hysteresis: no flapping logs)
 # Finagle's penalty for a replica with no latency yet but a request in flight (its
@@ -86,7 +89,13 @@ class LatencyEstimates:
     - an observation above the current estimate replaces it at once (the peak);
     - one below is blended in with weight ``1 - exp(-dt / decay)``, ``dt`` the time since
       the previous observation (an unevenly spaced series: a long gap trusts the new value
-      more);
+      more), and here at least ``answer_weight`` (0.1; Finagle has none). Without it one
+      stalled answer keeps a busy replica's estimate up for ~``decay`` x ln(stall/normal)
+      seconds whatever it answers next: with 2% of answers stalling 250 ms on two 10 ms
+      replicas, every estimate sat near 250 ms and a steady 100 ms replica looked best (a
+      simulation sent it 20% of the requests, least-busy 8%; with 0.1, 6.5%). With it a
+      replica back to normal recovers within a few dozen answers, while one whose answers
+      stay slow keeps its peak;
     - between observations the estimate decays with time constant ``decay`` even when the
       replica gets no traffic, so a replica that was slow and recovered earns traffic
       again. Finagle and tower decay it toward 0; here it decays toward the *floor*, the
@@ -97,10 +106,16 @@ class LatencyEstimates:
     A replica never observed has no estimate (``None``).
     """
 
-    def __init__(self, decay: float = DEFAULT_DECAY) -> None:
+    def __init__(
+        self, decay: float = DEFAULT_DECAY, answer_weight: float = DEFAULT_ANSWER_WEIGHT
+    ) -> None:
         if isinstance(decay, bool) or not isinstance(decay, int | float) or not decay > 0:
             raise ValueError(f"decay must be a number of seconds > 0, got {decay!r}")
+        _check_number(answer_weight, "answer_weight", minimum=0.0)
+        if answer_weight >= 1:
+            raise ValueError(f"answer_weight must be < 1, got {answer_weight!r}")
         self.decay = float(decay)
+        self.answer_weight = float(answer_weight)
         self._estimates: dict[str, _Estimate] = {}
 
     def floor(self) -> float | None:
@@ -134,6 +149,7 @@ class LatencyEstimates:
             entry.value = seconds  # the peak: at once
         else:
             weight = math.exp(-max(now - entry.stamp, 0.0) / self.decay)
+            weight = min(weight, 1.0 - self.answer_weight)
             entry.value = current * weight + seconds * (1.0 - weight)
         entry.stamp = now
 
@@ -220,11 +236,12 @@ class _Tracking:
         self,
         *,
         decay: float = DEFAULT_DECAY,
+        answer_weight: float = DEFAULT_ANSWER_WEIGHT,
         slow_factor: float = DEFAULT_SLOW_FACTOR,
         recover_factor: float = DEFAULT_RECOVER_FACTOR,
         rng: random.Random | None = None,
     ) -> None:
-        self.estimates = LatencyEstimates(decay)
+        self.estimates = LatencyEstimates(decay, answer_weight)
         self._watch = _SlowWatch(slow_factor, recover_factor)
         self._rng = rng or random.Random()
 
