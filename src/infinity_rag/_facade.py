@@ -55,6 +55,7 @@ class ClientCore:
 
     max_concurrency: int
     batch_size: int
+    deadline: float | None
     _engine: Engine
     _shapes: _vectors.ShapeCache
 
@@ -72,7 +73,10 @@ class ClientCore:
     ) -> CallOptions:
         """A call's options, checked before anything is sent (else the operation is closed)."""
         try:
-            return CallOptions(info, self._concurrency(max_concurrency), on_progress, deadline)
+            limit = self._concurrency(max_concurrency)
+            return CallOptions(
+                info, limit, on_progress, self.deadline if deadline is None else deadline
+            )
         except BaseException:
             operation.close()
             raise
@@ -90,7 +94,7 @@ class ClientCore:
 
         def submit(chunk: list[str]) -> Pending[Any]:
             operation, info = job.call(chunk)
-            return self._engine.submit(operation, CallOptions(info))
+            return self._engine.submit(operation, CallOptions(info, deadline=self.deadline))
 
         return submit
 
@@ -99,7 +103,7 @@ class ClientCore:
 
         def start(chunk: list[str]) -> Coroutine[Any, Any, Any]:
             operation, info = job.call(chunk)
-            return self._engine.run(operation, CallOptions(info))
+            return self._engine.run(operation, CallOptions(info, deadline=self.deadline))
 
         return start
 

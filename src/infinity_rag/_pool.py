@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from infinity_rag._balance import Balancer, make_balancer
 from infinity_rag._config import DEFAULT_MAX_RETRIES
 from infinity_rag.errors import (
     EncodingRefusedError,
@@ -99,6 +100,7 @@ class ReplicaPool:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        balancer: str | Balancer = "least-busy",
     ) -> None:
         if not replicas:
             raise ValueError("a replica pool needs at least one URL")
@@ -109,6 +111,9 @@ class ReplicaPool:
         self._clock = clock
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()
+        self.balancer = (
+            make_balancer(balancer, rng=self._rng) if isinstance(balancer, str) else balancer
+        )
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -129,21 +134,16 @@ class ReplicaPool:
             ready = [r for r in self.replicas if r.resting_until() <= now]
             fresh = [r for r in ready if r not in avoid]
             if fresh or ready:
-                choice = self._least_busy(fresh or ready)
+                choice = self.balancer.pick(fresh or ready, now)
             else:  # every replica is out: the one back soonest, untried ones first
                 untried = [r for r in self.replicas if r not in avoid] or self.replicas
                 soonest = min(r.resting_until() for r in untried)
-                choice = self._least_busy([r for r in untried if r.resting_until() == soonest])
+                choice = self.balancer.pick(
+                    [r for r in untried if r.resting_until() == soonest], now
+                )
             choice.in_flight += 1
             choice.requests += 1
             return choice
-
-    def _least_busy(self, replicas: list[Replica]) -> Replica:
-        # Fewest in flight; among those, the one sent fewest requests so far (calls made one
-        # after another, or a first chunk sent alone, still take turns); then at random.
-        fewest = min((r.in_flight, r.requests) for r in replicas)
-        tied = [r for r in replicas if (r.in_flight, r.requests) == fewest]
-        return tied[0] if len(tied) == 1 else self._rng.choice(tied)
 
     def has_ready(self, avoid: Sequence[Replica] = ()) -> bool:
         """Whether a replica outside ``avoid`` is in rotation right now."""
@@ -153,8 +153,11 @@ class ReplicaPool:
 
     # --- outcomes ------------------------------------------------------------------------
 
-    def release(self, replica: Replica, error: BaseException | None = None) -> None:
-        """Record how a try on ``replica`` ended: ``None`` for an answer, or its error.
+    def release(
+        self, replica: Replica, error: BaseException | None = None, seconds: float | None = None
+    ) -> None:
+        """Record how a try on ``replica`` ended: ``None`` for an answer, or its error, and
+        how long it took (``seconds``: the balancer's latency estimate learns from it).
 
         A connection error, a timeout or a 5xx takes the replica out of rotation; a 429
         spares it for its ``Retry-After``; any other answer (a 400 included: the server is
@@ -164,6 +167,12 @@ class ReplicaPool:
         with self._lock:
             replica.in_flight -= 1
             now = self._clock()
+            if seconds is not None:
+                if isinstance(error, InfinityConnectionError):
+                    self.balancer.record_failure(replica, seconds, now)
+                elif error is None or isinstance(error, InfinityError):
+                    self.balancer.record(replica, seconds, now)
+                self._log_slowness(now)
             if isinstance(error, EncodingRefusedError):
                 self._answered(replica)  # the model's answer, not the server's failure
             elif isinstance(error, InfinityConnectionError | ServerError):
@@ -173,6 +182,21 @@ class ReplicaPool:
                 replica.spared_until = max(replica.spared_until, now + wait)
             elif error is None or isinstance(error, InfinityError):
                 self._answered(replica)
+
+    def _log_slowness(self, now: float) -> None:
+        """A replica becoming much slower than the best, or recovering: logged once each."""
+        for change in self.balancer.slow_changes(now):
+            shown = next((r.shown for r in self.replicas if r.base_url == change.base_url), "?")
+            if change.slow:
+                logger.warning(
+                    "Infinity replica %s is slow (latency estimate %.0f ms, %.1fx the fastest):"
+                    " it gets less traffic until it recovers",
+                    shown,
+                    change.estimate * 1000,
+                    change.estimate / change.best if change.best > 0 else float("inf"),
+                )
+            else:
+                logger.info("Infinity replica %s is no longer slow", shown)
 
     def _failed(self, replica: Replica, now: float, error: BaseException) -> None:
         replica.failures += 1
@@ -214,6 +238,7 @@ class ReplicaPool:
                     out_until=r.resting_until() + offset if r.resting_until() > now else None,
                     requests=r.requests,
                     failures=r.failures,
+                    latency=self.balancer.estimate(r, now),
                 )
                 for r in self.replicas
             ]
@@ -256,8 +281,8 @@ class Attempts:
         self._current = self._pool.acquire(self._tried)
         return self._current
 
-    def succeeded(self) -> None:
-        self._pool.release(self._take())
+    def succeeded(self, seconds: float | None = None) -> None:
+        self._pool.release(self._take(), None, seconds)
 
     def abandoned(self) -> None:
         """The try ended by something that is not the server's doing (cancelled, interrupted)."""
@@ -265,7 +290,10 @@ class Attempts:
             self._pool.release(self._take(), KeyboardInterrupt())
 
     def failed(
-        self, error: InfinityError, describe: Callable[[InfinityError, int, float], None]
+        self,
+        error: InfinityError,
+        describe: Callable[[InfinityError, int, float], None],
+        seconds: float | None = None,
     ) -> float:
         """The pause before the next try; raises ``error`` when there is none to make.
 
@@ -275,7 +303,7 @@ class Attempts:
         replicas).
         """
         replica = self._take()
-        self._pool.release(replica, error)
+        self._pool.release(replica, error, seconds)
         if replica not in self._tried:
             self._tried.append(replica)
         if self._every_replica_once:
