@@ -42,7 +42,7 @@ from infinity_rag._config import server_root
 from infinity_rag._hedge import HedgePolicy
 from infinity_rag._loops import BackgroundLoop, LoopClients, Pending
 from infinity_rag._observe import AttemptInfo, CallInfo, CallObservation, Observer
-from infinity_rag._pool import Attempts, Replica, ReplicaPool, RetryPolicy
+from infinity_rag._pool import Attempts, Outrun, Replica, ReplicaPool, RetryPolicy
 from infinity_rag.errors import (
     InfinityConnectionError,
     InfinityError,
@@ -239,8 +239,11 @@ class Engine:
             replica = attempts.start()
             started = time.monotonic()
             try:
+                first_won = True
                 if hedgeable:
-                    payload = await self._hedged(request, replica, call, attempts.retries, reason)
+                    payload, first_won = await self._hedged(
+                        request, replica, call, attempts.retries, reason
+                    )
                 else:
                     payload = await self._attempt(request, replica, call, attempts.retries, reason)
             except InfinityError as error:
@@ -251,7 +254,10 @@ class Engine:
                 attempts.abandoned()
                 raise
             else:
-                attempts.succeeded(time.monotonic() - started)
+                if first_won:
+                    attempts.succeeded(time.monotonic() - started)
+                else:
+                    attempts.outrun(time.monotonic() - started)
                 return payload
             if delay:
                 await asyncio.sleep(delay)
@@ -263,11 +269,12 @@ class Engine:
         call: _Call,
         retry: int,
         reason: str | None,
-    ) -> Any:
+    ) -> tuple[Any, bool]:
         """One try of ``request`` on ``replica`` and, if no answer has come after the hedge
         delay (learned from recent latencies) and the budget allows, a copy on another
         replica: the first answer wins and the other request is cancelled. Embeddings and
-        reranks are idempotent: a duplicate is safe."""
+        reranks are idempotent: a duplicate is safe. Returns the answer and whether the first
+        try gave it."""
         key = f"{request.route}:{request.items.bit_length()}"
         started = time.monotonic()
         with self._hedge_lock:
@@ -275,7 +282,7 @@ class Engine:
         first = asyncio.ensure_future(self._attempt(request, replica, call, retry, reason))
         tasks = {first}
         copy: Replica | None = None
-        copy_error: BaseException | None = KeyboardInterrupt()  # abandoned, until it answers
+        copy_error: BaseException | None = Outrun()  # until it answers first
         copy_started = 0.0
         try:
             if delay is not None:  # None: too few latencies known yet to tell slow
@@ -300,7 +307,7 @@ class Engine:
                         copy_error = error
                     if error is None:
                         self._hedge_record(started, key)
-                        return task.result()
+                        return task.result(), task is first
                     errors.append(error)
             # Both failed: the first try's error goes to the retry policy.
             raise first.exception() or errors[0]

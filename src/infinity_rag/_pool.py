@@ -37,7 +37,7 @@ from infinity_rag.errors import (
 )
 from infinity_rag.types import ReplicaState
 
-__all__ = ["Attempts", "Replica", "ReplicaPool", "RetryPolicy"]
+__all__ = ["Attempts", "Outrun", "Replica", "ReplicaPool", "RetryPolicy"]
 
 logger = logging.getLogger("infinity_rag")
 
@@ -82,6 +82,11 @@ class Replica:
 
     def resting_until(self) -> float:
         return max(self.out_until, self.spared_until)
+
+
+class Outrun(Exception):
+    """How a try that lost a hedge race ends: cancelled, the other copy having answered
+    first. It only tells the balancer that this replica took at least that long."""
 
 
 class ReplicaPool:
@@ -168,7 +173,7 @@ class ReplicaPool:
             replica.in_flight -= 1
             now = self._clock()
             if seconds is not None:
-                if isinstance(error, InfinityConnectionError):
+                if isinstance(error, InfinityConnectionError | Outrun):
                     self.balancer.record_failure(replica, seconds, now)
                 elif error is None or isinstance(error, InfinityError):
                     self.balancer.record(replica, seconds, now)
@@ -283,6 +288,11 @@ class Attempts:
 
     def succeeded(self, seconds: float | None = None) -> None:
         self._pool.release(self._take(), None, seconds)
+
+    def outrun(self, seconds: float) -> None:
+        """The try was cancelled after ``seconds``: a hedged copy on another replica answered
+        first (not a failure; its replica took at least that long)."""
+        self._pool.release(self._take(), Outrun(), seconds)
 
     def abandoned(self) -> None:
         """The try ended by something that is not the server's doing (cancelled, interrupted)."""
