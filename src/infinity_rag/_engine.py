@@ -42,7 +42,7 @@ from infinity_rag._config import server_root
 from infinity_rag._hedge import HedgePolicy
 from infinity_rag._loops import BackgroundLoop, LoopClients, Pending
 from infinity_rag._observe import AttemptInfo, CallInfo, CallObservation, Observer
-from infinity_rag._pool import Attempts, Outrun, Replica, ReplicaPool, RetryPolicy
+from infinity_rag._pool import Attempts, Replica, ReplicaPool, RetryPolicy
 from infinity_rag.errors import (
     InfinityConnectionError,
     InfinityError,
@@ -282,12 +282,16 @@ class Engine:
         first = asyncio.ensure_future(self._attempt(request, replica, call, retry, reason))
         tasks = {first}
         copy: Replica | None = None
-        copy_error: BaseException | None = Outrun()  # until it answers first
+        copy_error: BaseException | None = KeyboardInterrupt()  # abandoned, unless it answers
         copy_started = 0.0
         try:
-            if delay is not None:  # None: too few latencies known yet to tell slow
+            # None: too few latencies known yet to tell what is slow. Past the delay, the
+            # copy goes out as soon as the budget holds a token (other calls refill it) and
+            # another replica is in rotation.
+            while delay is not None and not first.done():
                 await asyncio.wait(tasks, timeout=delay)
-            if delay is not None and not first.done() and self.pool.has_ready(avoid=[replica]):
+                if first.done() or not self.pool.has_ready(avoid=[replica]):
+                    continue
                 with self._hedge_lock:
                     spend = self.hedge.try_spend()
                 if spend:
@@ -298,6 +302,7 @@ class Engine:
                             self._attempt(request, copy, call, retry, reason, hedge=True)
                         )
                     )
+                    break
             errors: list[BaseException] = []
             while tasks:
                 done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

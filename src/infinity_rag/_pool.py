@@ -79,6 +79,7 @@ class Replica:
     spared_until: float = 0.0  # clock() time until which it is spared (429 Retry-After)
     requests: int = 0
     failures: int = 0
+    outrun_in_a_row: int = 0  # tries in a row that lost a hedge race (no answer since)
 
     def resting_until(self) -> float:
         return max(self.out_until, self.spared_until)
@@ -178,7 +179,9 @@ class ReplicaPool:
                 elif error is None or isinstance(error, InfinityError):
                     self.balancer.record(replica, seconds, now)
                 self._log_slowness(now)
-            if isinstance(error, EncodingRefusedError):
+            if isinstance(error, Outrun):
+                self._outrun(replica, now)
+            elif isinstance(error, EncodingRefusedError):
                 self._answered(replica)  # the model's answer, not the server's failure
             elif isinstance(error, InfinityConnectionError | ServerError):
                 self._failed(replica, now, error)
@@ -187,6 +190,24 @@ class ReplicaPool:
                 replica.spared_until = max(replica.spared_until, now + wait)
             elif error is None or isinstance(error, InfinityError):
                 self._answered(replica)
+
+    def _outrun(self, replica: Replica, now: float) -> None:
+        """A replica whose tries lose hedge races twice in a row, with no answer between, is
+        stalled rather than slow (a GC pause, a throttled GPU, a stopped process): it is
+        spared as after a 429, ``backoff`` seconds doubled with each further loss, until it
+        answers again (Envoy's outlier ejection, for latency)."""
+        replica.outrun_in_a_row += 1
+        if replica.outrun_in_a_row < 2 or len(self.replicas) < 2:
+            return
+        pause = min(self.max_backoff, self.backoff * 2.0 ** (replica.outrun_in_a_row - 2))
+        replica.spared_until = max(replica.spared_until, now + pause)
+        logger.warning(
+            "Infinity replica %s lost %d hedge races in a row (no answer since): spared for "
+            "%.1fs",
+            replica.shown,
+            replica.outrun_in_a_row,
+            pause,
+        )
 
     def _log_slowness(self, now: float) -> None:
         """A replica becoming much slower than the best, or recovering: logged once each."""
@@ -227,6 +248,7 @@ class ReplicaPool:
             )
         replica.consecutive_failures = 0
         replica.out_until = 0.0
+        replica.outrun_in_a_row = 0
 
     # --- for logs and dashboards ---------------------------------------------------------
 
