@@ -540,34 +540,40 @@ def report(data: dict[str, Any]) -> str:
         lines += [
             f"## {SCENARIO_TITLES[scenario]}",
             "",
-            "| configuration | p50 | p99 | p99.9 | max | queries/s | requests/query |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| configuration | p50 | p99 | p99.9 | max | queries/s | requests/query "
+            "| requests per replica |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for label, result in results.items():
             if "skipped" in result:
-                lines.append(f"| {label} | skipped: {result['skipped']} | | | | | |")
+                lines.append(f"| {label} | skipped: {result['skipped']} | | | | | | |")
                 continue
             if "error" in result:
-                lines.append(f"| {label} | error: {result['error'][:120]} | | | | | |")
+                lines.append(f"| {label} | error: {result['error'][:120]} | | | | | | |")
                 continue
             lines.append(
                 f"| {label} | {result['p50']:.1f} | {result['p99']:.1f} | {result['p999']:.1f} "
                 f"| {result['max']:.0f} | {result['qps']:.0f} "
-                f"| {result['requests_per_query']:.3f} |"
+                f"| {result['requests_per_query']:.3f} "
+                f"| {' / '.join(str(n) for n in result['requests_per_replica'])} |"
             )
         lines.append("")
+    labels = [
+        label
+        for label in next(iter(data["results"].values()))
+        if any("skipped" not in r[label] for r in data["results"].values())
+    ]
     lines += [
         "## Summary (p50 / p99, ms)",
         "",
-        "| scenario | " + " | ".join(next(iter(data["results"].values())).keys()) + " |",
-        "|---|" + "---|" * len(next(iter(data["results"].values()))),
+        "| scenario | " + " | ".join(labels) + " |",
+        "|---|" + "---|" * len(labels),
     ]
     for scenario, results in data["results"].items():
-        cells = [
-            f"{fmt(r, 'p50')} / {fmt(r, 'p99')}" if "p50" in r else fmt(r, "p50")
-            for r in results.values()
-        ]
+        cells = [f"{fmt(results[label], 'p50')} / {fmt(results[label], 'p99')}" for label in labels]
         lines.append(f"| {SCENARIO_TITLES[scenario]} | " + " | ".join(cells) + " |")
+    if data.get("note"):
+        lines += ["", data["note"]]
     lines.append("")
     return "\n".join(lines)
 
@@ -588,9 +594,22 @@ def main() -> None:
     parser.add_argument("--litellm-python", help="a python with litellm (default: its venv)")
     parser.add_argument("--setup-litellm", action="store_true", help="build the LiteLLM venv")
     parser.add_argument("--out", default=str(HERE / "RESULTS-query-latency.md"))
+    parser.add_argument("--note", help="a paragraph added to the report (the run's conditions)")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the Markdown from the .json"
+    )
     args = parser.parse_args()
     if args.worker:
         worker_main(args.worker)
+        return
+    if args.report_only:
+        out = Path(args.out)
+        saved = json.loads(out.with_suffix(".json").read_text())
+        if args.note:
+            saved["note"] = args.note
+            out.with_suffix(".json").write_text(json.dumps(saved, indent=1) + "\n")
+        out.write_text(report(saved))
+        print(f"wrote {out}")
         return
     if args.setup_litellm:
         setup_litellm_venv()
@@ -611,6 +630,7 @@ def main() -> None:
         "passages": args.passages,
         "versions": {},
         "results": {},
+        "note": args.note,
     }
     per_round = [
         args.queries // args.rounds + (1 if i < args.queries % args.rounds else 0)
