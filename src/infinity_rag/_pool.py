@@ -2,14 +2,17 @@
 
 A client given several URLs (one Infinity replica per GPU, say) keeps a :class:`ReplicaPool`:
 
-- each request goes to the replica with the fewest requests in flight (LiteLLM's Router calls
-  this ``least-busy``); among those, the one sent the fewest requests so far, then at random;
+- each request goes to the replica its balancer (``infinity_rag._balance``) picks among those
+  in rotation: peak-EWMA latency x load with power of two choices, or the fewest requests in
+  flight (LiteLLM's Router calls this ``least-busy``); the balancer learns each try's latency;
 - a replica that fails (connection error, timeout, 5xx) is taken out of rotation for
   ``replica_backoff`` seconds, doubled with each consecutive failure up to
   ``max_replica_backoff`` (elastic-transport's dead-node backoff); a success resets it;
 - a replica that answers 429 is spared for its ``Retry-After`` without being counted as
   failed;
-- when every replica is out, the one whose time out ends first is tried rather than none.
+- when every replica is out, the one whose time out ends first is tried rather than none;
+- a replica whose tries lose two hedge races in a row (no answer between) is spared like
+  after a 429, ``replica_backoff`` seconds doubled with each further loss.
 
 :class:`Attempts` decides, for one request, where each try goes and how long to wait before
 it, with the client's :class:`RetryPolicy`: a retry goes to another
@@ -202,8 +205,7 @@ class ReplicaPool:
         pause = min(self.max_backoff, self.backoff * 2.0 ** (replica.outrun_in_a_row - 2))
         replica.spared_until = max(replica.spared_until, now + pause)
         logger.warning(
-            "Infinity replica %s lost %d hedge races in a row (no answer since): spared for "
-            "%.1fs",
+            "Infinity replica %s lost %d hedge races in a row (no answer since): spared for %.1fs",
             replica.shown,
             replica.outrun_in_a_row,
             pause,

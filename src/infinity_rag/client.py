@@ -61,12 +61,13 @@ __all__ = ["InfinityClient"]
 class InfinityClient(EmbeddingMethods):
     """A client for an Infinity server (``infinity_emb v2``), sync and async.
 
-    One instance holds one pooled ``httpx.Client`` and, per event loop, one
-    ``httpx.AsyncClient`` (closed when its loop shuts down), both made on first use. Share it
-    between threads, tasks and framework classes; close it with ``close()`` / ``aclose()`` or
-    a ``with`` block. Given several URLs (replicas), it sends each request to the least busy
-    one and leaves failed ones out of rotation for a while (see :meth:`replicas`). It
-    pickles, for worker processes, as its settings (the API key included).
+    One instance holds, per event loop, one pooled ``httpx.AsyncClient`` (closed when its
+    loop shuts down), made on first use; sync calls run on one event loop thread shared by
+    the process's clients. Share it between threads, tasks and framework classes; close it
+    with ``close()`` / ``aclose()`` or a ``with`` block. Given several URLs (replicas), it
+    sends each request to the fastest, least loaded one, hedges a slow query to another and
+    leaves failed ones out of rotation for a while (see :meth:`replicas`). It pickles, for
+    worker processes, as its settings (the API key included).
 
     Setup:
         ```bash

@@ -54,7 +54,7 @@ class InfinityBase(Serializable):
         validate_default=True,
     )
     """The server's URL, including any ``--url-prefix`` such as ``/v1``; or a list of
-    replicas' URLs (requests go to the least busy, failed ones are left out for a while).
+    replicas' URLs (requests go to the fastest, least loaded; failed ones are left out for a while).
 
     Read from ``INFINITY_API_BASE``, then ``INFINITY_API_URL`` (one URL, or several separated
     by commas), if not passed; defaults to ``http://localhost:7997``."""
