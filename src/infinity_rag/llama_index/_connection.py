@@ -64,8 +64,8 @@ class InfinityConnection(BaseModel):
         default=None,
         description="The server's URL with any --url-prefix, or a list of replicas' URLs "
         "(requests go to the fastest, least loaded; failed ones are left out for a while); "
-        "default: INFINITY_API_BASE, then INFINITY_API_URL (several URLs separated by commas), then "
-        "http://localhost:7997.",
+        "default: INFINITY_API_BASE, then INFINITY_API_URL (several URLs separated by "
+        "commas), then http://localhost:7997.",
     )
     api_key: SecretStr | None = Field(
         default=None,
