@@ -6,6 +6,7 @@ server's answer while parsing it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -45,6 +46,31 @@ dimension is the high bit of the first byte; a dimension that is exactly 0 gives
 """
 
 
+def _compact_repr(self: Any) -> str:
+    """A vector result's repr without its vectors (a million of them would take seconds and
+    fill a notebook): their count and shape, and the other fields."""
+    shown = []
+    for member in dataclasses.fields(self):
+        value = getattr(self, member.name)
+        if member.name == "embeddings":
+            shown.append(f"embeddings={_shape_of(value)}")
+        else:
+            shown.append(f"{member.name}={value!r}")
+    return f"{type(self).__name__}({', '.join(shown)})"
+
+
+def _shape_of(vectors: Any) -> str:
+    shape = getattr(vectors, "shape", None)
+    if shape is not None:  # one numpy array
+        return f"<array {tuple(shape)} {getattr(vectors, 'dtype', '')}>"
+    if vectors and isinstance(vectors[0], list) and vectors[0] and isinstance(vectors[0][0], list):
+        return f"<{len(vectors)} matrices>"  # a matrix (list of rows) per input
+    if vectors and hasattr(vectors[0], "shape"):
+        return f"<{len(vectors)} arrays>"
+    width = len(vectors[0]) if vectors else 0
+    return f"<{len(vectors)} vectors of {width}>"
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     """What the server reports it processed. Infinity counts characters unless it tokenizes."""
@@ -58,13 +84,15 @@ class Usage:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class EmbeddingResult:
     """Vectors in the order of the inputs, as plain Python floats."""
 
     embeddings: list[list[float]]
     model: str
     usage: Usage = field(default_factory=Usage)
+
+    __repr__ = _compact_repr
 
     def __len__(self) -> int:
         return len(self.embeddings)
@@ -76,7 +104,7 @@ class EmbeddingResult:
         return self.embeddings[index]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class EmbeddingArrayResult:
     """Vectors in the order of the inputs, as one ``(n, d)`` float32 ``numpy.ndarray``.
 
@@ -87,6 +115,8 @@ class EmbeddingArrayResult:
     embeddings: NDArray[np.float32]
     model: str
     usage: Usage = field(default_factory=Usage)
+
+    __repr__ = _compact_repr
 
     def __len__(self) -> int:
         return len(self.embeddings)
@@ -146,7 +176,7 @@ class VectorShape:
         return "single-vector"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class MultiVectorResult:
     """Per input (in order) its matrix: one ``dimensions``-wide vector per token (ColBERT) or
     image patch (ColPali), as lists of Python floats. What ``embed_multi_vector`` returns."""
@@ -155,6 +185,8 @@ class MultiVectorResult:
     model: str
     dimensions: int
     usage: Usage = field(default_factory=Usage)
+
+    __repr__ = _compact_repr
 
     def __len__(self) -> int:
         return len(self.embeddings)
@@ -166,7 +198,7 @@ class MultiVectorResult:
         return self.embeddings[index]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class MultiVectorArrayResult:
     """Per input (in order) one ``(tokens, dimensions)`` float32 ``numpy.ndarray``.
 
@@ -178,6 +210,8 @@ class MultiVectorArrayResult:
     model: str
     dimensions: int
     usage: Usage = field(default_factory=Usage)
+
+    __repr__ = _compact_repr
 
     def __len__(self) -> int:
         return len(self.embeddings)
@@ -202,7 +236,7 @@ class MultiVectorArrayResult:
     __hash__ = None  # type: ignore[assignment]  # arrays are mutable
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class PackedEmbeddingResult:
     """Bit-packed vectors in input order, as Python ints (``dimensions / 8`` per vector).
 
@@ -216,6 +250,8 @@ class PackedEmbeddingResult:
     dimensions: int
     usage: Usage = field(default_factory=Usage)
 
+    __repr__ = _compact_repr
+
     def __len__(self) -> int:
         return len(self.embeddings)
 
@@ -226,7 +262,7 @@ class PackedEmbeddingResult:
         return self.embeddings[index]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class PackedEmbeddingArrayResult:
     """Bit-packed vectors as one ``(n, dimensions / 8)`` array: ``uint8`` for ``ubinary``,
     ``int8`` for ``binary``. What ``embed_packed(..., as_numpy=True)`` returns."""
@@ -236,6 +272,8 @@ class PackedEmbeddingArrayResult:
     packing: Packing
     dimensions: int
     usage: Usage = field(default_factory=Usage)
+
+    __repr__ = _compact_repr
 
     def __len__(self) -> int:
         return len(self.embeddings)
