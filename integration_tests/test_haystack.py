@@ -30,18 +30,7 @@ from infinity_rag.haystack import (
 )
 from infinity_rag.testing import free_port
 from integration_tests.conftest import ServerInfo, close_enough, png
-
-QUERY = "Which planet is known as the red planet?"
-TEXTS = [
-    "Mars is called the red planet because of iron oxide on its surface.",
-    "Jupiter is the largest planet in the solar system.",
-    "Bake the bread for forty minutes.",
-    "Venus is the hottest planet.",
-    "The stock market fell on Monday.",
-    "Saturn has bright rings of ice.",
-    "Tomatoes need plenty of sun.",
-    "A goal was scored in the last minute.",
-]
+from integration_tests.test_langchain_rerank import QUERY, TEXTS
 
 
 def connection(server: ServerInfo) -> dict[str, Any]:
