@@ -370,14 +370,15 @@ def test_image_embedder_embeds_the_files_documents_point_to(
         ({}, "has no 'file_path' in its meta"),
         ({"file_path": "missing.png"}, "no image file at"),
         ({"file_path": "scan.pdf"}, "points to a PDF"),
-        ({"file_path": "notes.png"}, "is not an image"),
+        ({"file_path": "notes.png"}, "is not an image file"),
     ],
 )
 def test_image_embedder_refuses_documents_it_cannot_embed(
     fake: FakeInfinity, images: Path, meta: dict[str, str], match: str
 ) -> None:
+    # One image a request: the good first document's request is not sent either.
     embedder = InfinityDocumentImageEmbedder(
-        "clip", client=make_client(fake), root_path=str(images)
+        "clip", client=make_client(fake), root_path=str(images), batch_size=1
     )
     documents = [Document(meta={"file_path": "a.png"}), Document(content="x", meta=meta)]
     with pytest.raises(ValueError, match=match) as caught:

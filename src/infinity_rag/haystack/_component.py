@@ -195,12 +195,12 @@ def _client_settings(client: InfinityClient, api_key: Secret) -> dict[str, Any]:
 # --- checks and helpers the components share ---------------------------------------------------
 
 
-def check_documents(documents: object, owner: str, instead: str) -> list[Document]:
-    """A list of ``Document``s, or a ``TypeError`` saying which component takes what."""
+def check_documents(documents: object, owner: str, instead: str | None = None) -> list[Document]:
+    """A list of ``Document``s, or a ``TypeError`` saying which component takes what
+    (``instead``: the component that embeds a string)."""
     if isinstance(documents, str):
-        raise TypeError(
-            f"{owner} expects a list of Documents, got a string; to embed a string, use {instead}."
-        )
+        hint = f"; to embed a string, use {instead}" if instead else ""
+        raise TypeError(f"{owner} expects a list of Documents, got a string{hint}.")
     if not isinstance(documents, list | tuple):
         raise TypeError(f"{owner} expects a list of Documents, got {type(documents).__name__}")
     for i, doc in enumerate(documents):

@@ -409,7 +409,7 @@ class InfinityDocumentImageEmbedder(_Embedder):
 
     def _sources(self, documents: object) -> tuple[list[Document], list[str]]:
         """Each document's image (a checked path, or a URL), before anything is read or sent."""
-        docs = check_documents(documents, type(self).__name__, "InfinityTextEmbedder")
+        docs = check_documents(documents, type(self).__name__)
         sources = []
         for doc in docs:
             value = doc.meta.get(self.file_path_meta_field)
@@ -431,20 +431,22 @@ class InfinityDocumentImageEmbedder(_Embedder):
                     f"{type(self).__name__} embeds image files; convert the PDF's pages to "
                     "images first"
                 )
+            with path.open("rb") as file:
+                head = file.read(16)  # enough for every format's signature
+            try:
+                to_media_uri(head, 0, "image")  # reads the type from the first bytes
+            except ValueError:
+                raise ValueError(
+                    f"Document {doc.id!r}: {str(path)!r} is not an image file "
+                    "(PNG, JPEG, GIF, BMP, TIFF or WebP)"
+                ) from None
             sources.append(str(path))
         return docs, sources
 
-    def _batch(self, docs: list[Document], sources: list[str], start: int) -> list[str]:
-        """One step's images as URLs or data URIs; a file that is no image fails with its
-        document's id, before the step's request."""
-        uris = []
-        for offset, source in enumerate(sources[start : start + self.batch_size]):
-            try:
-                uris.append(to_media_uri(source, start + offset, "image"))
-            except ValueError as exc:
-                doc = docs[start + offset]
-                raise ValueError(f"Document {doc.id!r}: {source!r} is not an image: {exc}") from exc
-        return uris
+    def _batch(self, sources: list[str], start: int) -> list[str]:
+        """One step's images as URLs or data URIs (each file read now, as the step is sent)."""
+        chunk = sources[start : start + self.batch_size]
+        return [to_media_uri(source, start + i, "image") for i, source in enumerate(chunk)]
 
     @contextmanager
     def _steps(self, docs: list[Document], sources: list[str]) -> Iterator[Iterator[list[str]]]:
@@ -454,7 +456,7 @@ class InfinityDocumentImageEmbedder(_Embedder):
 
             def steps() -> Iterator[list[str]]:
                 for start in range(0, len(docs), self.batch_size):
-                    uris = self._batch(docs, sources, start)
+                    uris = self._batch(sources, start)
                     yield uris
                     advance(len(uris))
 
@@ -489,7 +491,7 @@ class InfinityDocumentImageEmbedder(_Embedder):
         Raises:
             TypeError: ``documents`` is not a list of ``Document``s.
             ValueError: a document has no image path, its file is missing, a PDF or not an
-                image (checked before its request is sent).
+                image (every document is checked before any request).
             InfinityError: a request failed (after the retries).
         """
         docs, sources = self._sources(documents)

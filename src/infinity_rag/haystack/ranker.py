@@ -115,7 +115,7 @@ class InfinityRanker(InfinityComponent):
     ) -> tuple[str, list[Document], list[str], dict[str, Any], float | None]:
         """Checked inputs, the texts to rerank, the client's arguments and the threshold."""
         text = check_query(query)
-        docs = check_documents(documents, type(self).__name__, "a list of Documents")
+        docs = check_documents(documents, type(self).__name__)
         top_n = self.top_k if top_k is None else check_optional_positive_int(top_k, "top_k")
         threshold = self.score_threshold if score_threshold is None else score_threshold
         threshold = _check_threshold(threshold)
