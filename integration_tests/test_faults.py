@@ -38,7 +38,7 @@ from infinity_rag import (
     OverloadedError,
     ServerError,
 )
-from infinity_rag._config import RetryPolicy
+from infinity_rag._pool import RetryPolicy
 from integration_tests.conftest import Mode, ServerInfo, close_enough, run
 from integration_tests.fault_proxy import Fault, FaultProxy
 from integration_tests.fleet import Keeper

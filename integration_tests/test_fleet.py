@@ -172,7 +172,7 @@ def test_a_thousand_event_loops_leave_no_sockets_nor_clients_behind(
             vectors[i] = result.embeddings[0]
             if i % 20 == 0:
                 fds_seen.append(open_fds())
-                clients_seen.append(len(client._async_clients))
+                clients_seen.append(len(client._engine.loop_clients))
 
     unraisable: list[Any] = []
     previous_hook = sys.unraisablehook
@@ -185,7 +185,7 @@ def test_a_thousand_event_loops_leave_no_sockets_nor_clients_behind(
             with ThreadPoolExecutor(LOOP_THREADS) as pool:
                 list(pool.map(worker, range(LOOP_THREADS)))
             gc.collect()
-            fds_after, clients_after = open_fds(), len(client._async_clients)
+            fds_after, clients_after = open_fds(), len(client._engine.loop_clients)
     finally:
         sys.unraisablehook = previous_hook
     seconds = time.monotonic() - started

@@ -31,7 +31,7 @@ from infinity_rag import (
     NotFoundError,
     ServerError,
 )
-from infinity_rag._config import RetryPolicy
+from infinity_rag._pool import RetryPolicy
 from integration_tests.conftest import ServerInfo
 from integration_tests.litellm_fixtures import LiteLLMProxy, LiteLLMUnavailable
 

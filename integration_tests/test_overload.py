@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from infinity_rag import EmbeddingResult, InfinityClient, OverloadedError
-from infinity_rag._config import RetryPolicy
+from infinity_rag._pool import RetryPolicy
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from infinity_rag import AuthenticationError, InfinityClient, InfinityConnectionError
-from infinity_rag._config import RetryPolicy
+from infinity_rag._pool import RetryPolicy
 from integration_tests.conftest import ServerInfo
 from integration_tests.fault_proxy import Fault, FaultProxy
 

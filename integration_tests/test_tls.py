@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from infinity_rag import InfinityClient, InfinityConnectionError
-from infinity_rag._config import RetryPolicy
+from infinity_rag._pool import RetryPolicy
 from integration_tests.conftest import ServerInfo
 from integration_tests.fault_proxy import FaultProxy
 

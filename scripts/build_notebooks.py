@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -139,17 +140,39 @@ def tidy_outputs(nb: nbformat.NotebookNode) -> None:
         cell.outputs = merged
 
 
+def local_folders() -> list[str]:
+    """The folders no output may show (each with a trailing slash), most specific first.
+
+    The repository often lies inside one of the others (a clone under the home folder or the
+    temporary folder): a printed path is then named by the most specific folder holding it.
+    """
+    folders = {tempfile.gettempdir(), str(Path.home()), str(REPO)}
+    return sorted((p + "/" for p in folders if p not in ("", "/")), key=len, reverse=True)
+
+
+_PATH_END = re.compile(r"[\s\"'\\]")
+
+
+def local_path_places(text: str) -> list[tuple[int, str]]:
+    """Where ``text`` shows a local path: ``(offset, folder)`` once per path, ``folder`` the
+    most specific of :func:`local_folders` (without its slash) that holds it."""
+    named: list[tuple[int, int, str]] = []  # (start, end, folder) of each path found
+    for folder in local_folders():  # most specific first: it names the place
+        at = text.find(folder)
+        while at >= 0:
+            if not any(start <= at < end for start, end, _ in named):
+                end = _PATH_END.search(text, at)
+                named.append((at, end.start() if end else len(text), folder[:-1]))
+            at = text.find(folder, at + 1)
+    return sorted((start, folder) for start, _, folder in named)
+
+
 def output_problems(nb: nbformat.NotebookNode) -> list[str]:
     """No error, no secret and no local path may reach a committed notebook."""
     forbidden = {DEFAULT_API_KEY: "the local server's API key"}
     if os.environ.get("INFINITY_API_KEY"):
         forbidden[os.environ["INFINITY_API_KEY"]] = "INFINITY_API_KEY"
     keys = list(forbidden)
-    paths = [
-        p + "/" for p in {tempfile.gettempdir(), str(Path.home()), str(REPO)} if p not in ("", "/")
-    ]
-    for path in paths:
-        forbidden[path] = f"a local path ({path[:-1]})"
     problems = []
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
@@ -165,13 +188,13 @@ def output_problems(nb: nbformat.NotebookNode) -> list[str]:
             for needle, what in forbidden.items():
                 if needle in text:
                     problems.append(f"cell {i}: output contains {what}")
-            for path in paths:  # with what printed it, to find the cause (never for a key)
-                if path in text:
-                    at = text.index(path)
-                    shown = text[max(at - 160, 0) : at + 80]
-                    for key in keys:
-                        shown = shown.replace(key, "***")
-                    print(f"cell {i}: {shown!r}", file=sys.stderr)
+            for at, folder in local_path_places(text):
+                problems.append(f"cell {i}: output contains a local path ({folder})")
+                # With what printed it, to find the cause (never with a key).
+                shown = text[max(at - 160, 0) : at + 80]
+                for key in keys:
+                    shown = shown.replace(key, "***")
+                print(f"cell {i}: {shown!r}", file=sys.stderr)
     return sorted(set(problems))
 
 

@@ -1,6 +1,6 @@
 """Build the sdist and the wheel, check what they carry, and test the wheel as users install it.
 
-    python scripts/check_dist.py [--extras langchain,llama-index,haystack,all] [--keep DIR]
+    python scripts/check_dist.py [--extras langchain,llama-index,haystack,otel,all] [--keep DIR]
 
 1. ``python -m build``: the sdist, then the wheel built from the unpacked sdist (so a file
    the sdist lacks breaks the wheel).
@@ -47,7 +47,7 @@ from infinity_rag.testing import LocalInfinityServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
-EXTRAS = ("langchain", "llama-index", "haystack", "all")
+EXTRAS = ("langchain", "llama-index", "haystack", "otel", "all")
 # The pytest plugins pyproject.toml's [tool.pytest.ini_options] configures (asyncio_mode,
 # timeout): without them pytest warns about unknown options.
 TEST_REQUIREMENTS = ("pytest>=8", "pytest-asyncio>=1.0", "pytest-timeout>=2.3")

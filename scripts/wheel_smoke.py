@@ -68,6 +68,18 @@ def main() -> None:
             [r.index for r in ranked], [r.relevance_score for r in ranked], "InfinityClient.rerank"
         )
 
+    # [otel] brings opentelemetry-api (no SDK): the client makes an observer, whose spans are
+    # the API's no-op ones; every other extra leaves it out and the client makes none.
+    from infinity_rag import _otel
+
+    with_otel = extra == "otel"
+    has_api = importlib.util.find_spec("opentelemetry") is not None
+    check(
+        has_api == with_otel, f"[{extra}] {'brings' if with_otel else 'leaves out'} opentelemetry"
+    )
+    observer = _otel.make_observer(list)
+    check((observer is not None) == with_otel, f"an OpenTelemetry observer iff [otel] ({observer})")
+
     frameworks = {
         "langchain": extra in ("langchain", "all"),
         "llama_index": extra in ("llama-index", "all"),

@@ -587,7 +587,7 @@ def test_owned_async_pools_are_per_event_loop() -> None:
     seen = []
 
     async def grab() -> None:
-        seen.append(client._async_http())
+        seen.append(client._engine.loop_clients.get())
 
     asyncio.run(grab())
     asyncio.run(grab())

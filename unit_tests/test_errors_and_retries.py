@@ -20,7 +20,7 @@ from infinity_rag import (
     OverloadedError,
     ServerError,
 )
-from infinity_rag._config import RetryPolicy
+from infinity_rag._pool import RetryPolicy
 from unit_tests.conftest import FAKE_URL, make_client
 from unit_tests.fake_infinity import FakeInfinity, vector_for
 

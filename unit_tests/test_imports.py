@@ -89,3 +89,29 @@ def test_testing_helpers_import_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split("\n")[:2] == ["", "True"]
+
+
+def test_core_import_pulls_in_no_opentelemetry() -> None:
+    """``opentelemetry`` is imported only when a client is built and the package is there
+    (extra [otel]); ``import infinity_rag`` and ``infinity_rag._otel`` never import it."""
+    code = (
+        "import sys, infinity_rag, infinity_rag.client, infinity_rag._otel, "
+        "infinity_rag._observe; "
+        "print(any(m.split('.')[0] == 'opentelemetry' for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_client_builds_and_has_no_observer_without_opentelemetry() -> None:
+    """With the import blocked (as if the package were not installed) a client is built, and
+    ``make_observer`` says there is nothing to observe with."""
+    code = (
+        "import sys; sys.modules['opentelemetry'] = None\n"
+        "from infinity_rag import InfinityClient, _otel\n"
+        "client = InfinityClient(base_url='http://127.0.0.1:9')\n"
+        "print(_otel.make_observer(client.replicas))\n"
+        "client.close()"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "None"

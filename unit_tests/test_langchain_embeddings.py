@@ -455,7 +455,7 @@ def test_one_client_for_the_instances_lifetime(fake: FakeInfinity) -> None:
     emb.embed_documents(["b", "c"])
 
     assert emb._client is client
-    assert client._http() is http_client
+    assert client._engine.http_client is http_client
     assert emb.model_copy(update={"dimensions": 2})._client is client
 
 

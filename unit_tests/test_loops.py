@@ -94,23 +94,23 @@ def test_pop_takes_the_running_loops_client(fake: FakeInfinity) -> None:
 def test_the_client_holds_no_pool_after_many_asyncio_runs(fake: FakeInfinity) -> None:
     client = InfinityClient(base_url=FAKE_URL)
     made: list[httpx.AsyncClient] = []
-    client._async_clients = mock_clients(fake, made)
+    client._engine.loop_clients = mock_clients(fake, made)
     for i in range(100):
         result = asyncio.run(client.aembed([f"t{i}"]))
         assert result.embeddings == [vector_for(f"t{i}")]
-    assert len(client._async_clients) == 0
+    assert len(client._engine.loop_clients) == 0
     assert all(c.is_closed for c in made)
 
 
 def test_aclose_closes_the_running_loops_pool(fake: FakeInfinity) -> None:
     client = InfinityClient(base_url=FAKE_URL)
     made: list[httpx.AsyncClient] = []
-    client._async_clients = mock_clients(fake, made)
+    client._engine.loop_clients = mock_clients(fake, made)
 
     async def use() -> None:
         await client.aembed(["a"])
         await client.aclose()
-        assert len(client._async_clients) == 0
+        assert len(client._engine.loop_clients) == 0
 
     asyncio.run(use())
     assert made[0].is_closed
@@ -130,11 +130,15 @@ def test_one_tls_context_serves_every_pool_of_a_client(monkeypatch: pytest.Monke
 
     async def pool() -> httpx.AsyncClient:
         try:
-            return client._async_http()
+            return client._engine.loop_clients.get()
         finally:
             await client.aclose()
 
-    pools = [client._http(), asyncio.run(pool()), asyncio.run(pool())]
+    async def sync_calls_pool() -> httpx.AsyncClient:
+        return client._engine.loop_clients.get()  # in the loop that runs sync calls
+
+    sync_pool = client._engine.background.submit(lambda progress: sync_calls_pool()).wait()
+    pools = [sync_pool, asyncio.run(pool()), asyncio.run(pool())]
     client.close()
     assert len({id(p) for p in pools}) == 3
     assert len(built) == 1

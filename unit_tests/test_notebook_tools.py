@@ -77,12 +77,74 @@ def test_the_output_check_catches_errors_keys_and_paths(
             ],
         ),
     ]
+    # Wherever the clone lies (under the home or the temporary folder, or neither), the
+    # printed path is one problem, named by the most specific forbidden folder holding it.
+    printed = f"{ROOT}/notebooks/x"
+    holder = max((f for f in tools.local_folders() if printed.startswith(f)), key=len)
     assert tools.output_problems(nb) == [
         "cell 0: output contains INFINITY_API_KEY",
         "cell 0: output contains the local server's API key",
         "cell 2: error KeyError",
-        f"cell 2: output contains a local path ({ROOT})",
+        f"cell 2: output contains a local path ({holder[:-1]})",
     ]
+
+
+def _tools_in_a_copy(root: Path) -> ModuleType:
+    """build_notebooks.py loaded from a copy of it in ``root/scripts`` (its REPO is ``root``)."""
+    (root / "scripts").mkdir(parents=True)
+    copy = root / "scripts" / "build_notebooks.py"
+    copy.write_text((ROOT / "scripts" / "build_notebooks.py").read_text(encoding="utf-8"))
+    spec = importlib.util.spec_from_file_location("_build_notebooks_copy", copy)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("layout", ["under home", "under tmp", "home under tmp", "apart"])
+def test_the_path_check_holds_wherever_the_clone_lies(
+    layout: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tmp_path = tmp_path.resolve()
+    tmp = tmp_path / "tmp"
+    home = {"home under tmp": tmp / "home"}.get(layout, tmp_path / "home")
+    repo = {
+        "under home": home / "infinity-rag",
+        "under tmp": tmp / "infinity-rag",
+        "home under tmp": home / "src" / "infinity-rag",
+        "apart": tmp_path / "elsewhere" / "infinity-rag",
+    }[layout]
+    for folder in (tmp, home):
+        folder.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr("tempfile.tempdir", None)  # gettempdir() reads TMPDIR again
+    monkeypatch.delenv("INFINITY_API_KEY", raising=False)
+    tools = _tools_in_a_copy(repo)
+    assert tools.local_folders()[0] == f"{repo}/"  # the most specific of the three
+
+    def problems(text: str) -> list[str]:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [
+            nbformat.v4.new_code_cell(
+                "x", outputs=[nbformat.v4.new_output("stream", name="stdout", text=text)]
+            )
+        ]
+        return tools.output_problems(nb)
+
+    def one(folder: Path) -> list[str]:
+        return [f"cell 0: output contains a local path ({folder})"]
+
+    assert problems(f"{repo}/notebooks/data.csv\n") == one(repo)
+    assert problems(f"wrote {home}/.cache/x and read it\n") == one(home)
+    assert problems(f"{tmp}/tmpabc/file\n") == one(tmp)
+    # A folder's name inside another path is not a second place.
+    assert problems(f"{home}/work/tmp/x\n") == one(home)
+    # Two paths, two places: each named by its own folder.
+    both = problems(f"{repo}/a {tmp}/b\n")
+    assert both == sorted({*one(repo), *one(tmp)})
+    assert problems("/usr/lib/python3/x and nothing local\n") == []
 
 
 def test_progress_bars_keep_their_final_state(tools: ModuleType) -> None:

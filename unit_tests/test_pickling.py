@@ -42,6 +42,17 @@ def roundtrip(request: pytest.FixtureRequest) -> Callable[[Any], Any]:
     return lambda obj: pickle.loads(dumps(obj))
 
 
+def open_pools(client: InfinityClient) -> None:
+    """Open the client's connection pools (the sync calls' and an event loop's), as a used
+    client has them: locks and sockets that must not travel."""
+
+    async def open_pool() -> None:
+        client._engine.loop_clients.get()
+
+    client._engine.background.submit(lambda progress: open_pool()).wait()
+    asyncio.run(open_pool())
+
+
 def used_client() -> InfinityClient:
     """A client that has opened its sync pool and an async pool, and has replica state."""
     client = InfinityClient(
@@ -56,12 +67,7 @@ def used_client() -> InfinityClient:
         replica_backoff=0.5,
         max_replica_backoff=7.0,
     )
-    client._http()
-
-    async def open_async() -> None:
-        client._async_http()
-
-    asyncio.run(open_async())
+    open_pools(client)
     replica = client._pool.acquire()
     client._pool.release(replica, InfinityConnectionError("down", url=replica.shown))
     return client
@@ -74,14 +80,13 @@ def test_client_round_trip_carries_settings_and_key(roundtrip: Callable[[Any], A
     assert copy_.base_urls == tuple(URLS)
     assert copy_.api_key is not None
     assert copy_.api_key.get_secret_value() == SECRET
-    assert copy_._headers["Authorization"] == f"Bearer {SECRET}"
-    assert copy_._headers["X-Team"] == "search"
+    assert copy_._engine.headers["Authorization"] == f"Bearer {SECRET}"
+    assert copy_._engine.headers["X-Team"] == "search"
     assert (copy_.batch_size, copy_.rerank_batch_size, copy_.max_concurrency) == (64, 128, 3)
     assert (copy_.retry.max_retries, copy_.timeout) == (5, 12.5)
     assert (copy_._pool.backoff, copy_._pool.max_backoff) == (0.5, 7.0)
     # Rebuilt lazily on the other side: no pools, no replica history.
-    assert copy_._sync_client is None
-    assert len(copy_._async_clients) == 0
+    assert len(copy_._engine.loop_clients) == 0
     assert all(s.failures == 0 and s.available for s in copy_.replicas())
     assert SECRET not in repr(copy_)
 
@@ -98,7 +103,7 @@ def test_a_copy_works(fake: FakeInfinity) -> None:
     settings = pickle.loads(pickle.dumps(InfinityClient(base_url=FAKE_URL, batch_size=2)))
     assert settings.batch_size == 2
     # The copy builds its own httpx pool; swap in the fake to check it sends as the original.
-    settings._injected_client = httpx.Client(transport=fake.transport())
+    settings._engine.http_client = httpx.Client(transport=fake.transport())
     assert len(settings.embed(["a", "b", "c"])) == 3
     assert len(fake.requests) == 2
     client.close()
@@ -125,7 +130,7 @@ def test_an_ssl_context_cannot_travel_a_ca_path_can() -> None:
     bundle = certifi.where()  # httpx's own CA bundle: a real PEM file
     copy_ = pickle.loads(pickle.dumps(InfinityClient(base_url="https://a.test", verify=bundle)))
     assert isinstance(copy_.verify, ssl.SSLContext)
-    assert copy_._settings["verify"] == bundle
+    assert copy_._config.verify == bundle
 
 
 def test_verify_false_travels() -> None:
@@ -206,7 +211,7 @@ def test_llama_index_classes_carry_a_shared_client(roundtrip: Callable[[Any], An
     assert embed_copy._client is embed_copy.client
     assert embed_copy.client is rerank_copy.client
     assert embed_copy.client.batch_size == 64  # the client's own settings, not just the URL
-    assert embed_copy.client._headers["X-Team"] == "search"
+    assert embed_copy.client._engine.headers["X-Team"] == "search"
     assert embed_copy.base_url == URLS
     assert embed_copy.api_key.get_secret_value() == SECRET
     assert embed_copy.text_instruction == "passage: "
@@ -221,7 +226,7 @@ def test_llama_index_classes_with_own_settings(roundtrip: Callable[[Any], Any]) 
     embed = InfinityEmbedding(
         model_name="m", base_url=URLS, api_key=SECRET, replica_backoff=3.0, max_concurrency=2
     )
-    embed._client._http()
+    open_pools(embed._client)
     copy_ = roundtrip(embed)
     assert copy_._client.base_urls == tuple(URLS)
     assert copy_._client._pool.backoff == 3.0

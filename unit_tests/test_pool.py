@@ -8,8 +8,7 @@ from collections import Counter
 
 import pytest
 
-from infinity_rag._config import RetryPolicy
-from infinity_rag._pool import Attempts, Replica, ReplicaPool
+from infinity_rag._pool import Attempts, Replica, ReplicaPool, RetryPolicy
 from infinity_rag.errors import (
     InfinityConnectionError,
     InfinityError,

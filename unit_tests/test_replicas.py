@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from infinity_rag import InfinityClient, InfinityConnectionError, ServerError
-from infinity_rag._config import RetryPolicy
+from infinity_rag._pool import RetryPolicy
 from unit_tests.conftest import make_client
 from unit_tests.fake_infinity import FakeInfinity, vector_for
 

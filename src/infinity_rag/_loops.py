@@ -1,4 +1,4 @@
-"""One ``httpx.AsyncClient`` per event loop, closed when its loop shuts down.
+"""Event loops: one ``httpx.AsyncClient`` per loop, and the loop that runs sync calls.
 
 An ``httpx.AsyncClient``'s connections belong to the loop that opened them, so a client used
 from several loops (a notebook's, each ``asyncio.run``, a worker's loop per task) needs one
@@ -14,11 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Callable
+import contextvars
+import os
+import queue
+import threading
+from collections.abc import AsyncGenerator, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Generic, TypeVar
 
 import httpx
 
-__all__ = ["LoopClients"]
+__all__ = ["BackgroundLoop", "LoopClients"]
+
+R = TypeVar("R")
 
 
 class LoopClients:
@@ -50,6 +58,14 @@ class LoopClients:
         self._closers.pop(loop, None)
         return self._clients.pop(loop, None)
 
+    def detach(self) -> AsyncGenerator[None, None] | None:
+        """Take the running loop's client out of the table; the returned closer closes it
+        (``await closer.aclose()``), and nothing else will before that."""
+        loop = asyncio.get_running_loop()
+        if self._clients.pop(loop, None) is None:
+            return None
+        return self._closers.pop(loop, None)
+
     def _close_at_shutdown(
         self, loop: asyncio.AbstractEventLoop, client: httpx.AsyncClient
     ) -> AsyncGenerator[None, None]:
@@ -75,3 +91,158 @@ class LoopClients:
             if loop.is_closed():  # closed without shutdown_asyncgens(): nothing left to await
                 self._clients.pop(loop, None)
                 self._closers.pop(loop, None)
+
+
+# --- the sync calls' event loop --------------------------------------------------------------
+
+_PROGRESS, _DONE = "progress", "done"
+
+
+class _SharedLoop:
+    """One event loop thread per process, started on first use, that runs every client's sync
+    calls (a daemon: it never keeps the interpreter alive). Started again in a forked child."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():
+                loop = asyncio.new_event_loop()
+                # Injected sync httpx clients send from the loop's worker threads.
+                loop.set_default_executor(
+                    ThreadPoolExecutor(64, thread_name_prefix="infinity-rag-sync")
+                )
+                ready = threading.Event()
+                thread = threading.Thread(
+                    target=self._serve, args=(loop, ready), name="infinity-rag-loop", daemon=True
+                )
+                thread.start()
+                ready.wait()
+                self._loop, self._thread, self._pid = loop, thread, os.getpid()
+            return self._loop
+
+    @staticmethod
+    def _serve(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        loop.run_forever()
+
+    def in_loop_thread(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.ident == threading.get_ident()
+
+    def running(self) -> asyncio.AbstractEventLoop | None:
+        loop = self._loop
+        return loop if loop is not None and self._pid == os.getpid() else None
+
+
+_SHARED = _SharedLoop()
+
+
+class Pending(Generic[R]):
+    """A call running on the shared loop, seen from the thread that started it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._task: asyncio.Task[R] | None = None
+        self._finished = False
+
+    def progress(self, items: int) -> None:
+        """Called in the loop: hands ``items`` to the waiting thread's progress callback."""
+        self._events.put((_PROGRESS, items))
+
+    def _started(self, task: asyncio.Task[R]) -> None:
+        self._task = task
+        task.add_done_callback(lambda done: self._events.put((_DONE, done)))
+
+    def wait(self, on_progress: Callable[[int], None] | None = None) -> R:
+        """The call's result (or error), running ``on_progress`` here as it reports; an
+        exception meanwhile (the callback's, a ``KeyboardInterrupt``) cancels the call
+        and waits until its requests are abandoned before propagating."""
+        try:
+            while True:
+                kind, value = self._events.get()
+                if kind == _DONE:
+                    self._finished = True
+                    return value.result()  # type: ignore[no-any-return]
+                if on_progress is not None:
+                    on_progress(value)
+        except BaseException:
+            self.cancel()
+            raise
+
+    def cancel(self) -> None:
+        """Cancel the call (every request in flight) and wait until it has ended."""
+        if self._finished:
+            return
+        self._loop.call_soon_threadsafe(self._cancel)
+        while self._events.get()[0] != _DONE:
+            pass
+        self._finished = True
+
+    def _cancel(self) -> None:
+        if self._task is not None:  # scheduled after _started: always set by now
+            self._task.cancel()
+
+
+class BackgroundLoop:
+    """Runs one client's sync calls on the process's shared event loop thread.
+
+    The caller's thread waits for its call's task, running the call's progress callback
+    itself (so a progress bar is updated from the thread that made the call); an exception
+    there, or a ``KeyboardInterrupt``, cancels the task (every request still in flight is
+    abandoned) before it propagates. The task runs in a copy of the caller's context
+    (``contextvars``: an OpenTelemetry span, say).
+    """
+
+    def __init__(self, clients: LoopClients) -> None:
+        self._clients = clients
+        self._tasks: set[asyncio.Task[Any]] = set()  # touched only in the loop's thread
+
+    def submit(
+        self, start: Callable[[Callable[[int], None] | None], Coroutine[Any, Any, R]]
+    ) -> Pending[R]:
+        """Start ``start(progress)``'s coroutine on the shared loop; ``progress`` reports to
+        the returned :class:`Pending`'s waiter."""
+        if _SHARED.in_loop_thread():
+            raise RuntimeError(
+                "a sync InfinityClient method was called from a callback running in the "
+                "client's own event loop: use its async twin (await client.a...) there"
+            )
+        loop = _SHARED.get()
+        pending: Pending[R] = Pending(loop)
+        context = contextvars.copy_context()
+
+        def begin() -> None:
+            task = context.run(loop.create_task, start(pending.progress))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            pending._started(task)
+
+        loop.call_soon_threadsafe(begin)
+        return pending
+
+    def close(self) -> None:
+        """Close this client's connections on the shared loop once its calls in flight end."""
+        loop = _SHARED.running()
+        if loop is None:
+            return
+        if _SHARED.in_loop_thread():
+            loop.create_task(self._shutdown())
+            return
+        asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result()
+
+    async def _shutdown(self) -> None:
+        # Taken out of use first: a call that starts from now on makes a new pool rather than
+        # being handed this closing one; the calls in flight finish on it, then it closes.
+        closing = self._clients.detach()
+        if closing is None:
+            return
+        if tasks := {task for task in self._tasks if not task.done()}:
+            await asyncio.wait(tasks)
+        await closing.aclose()  # closes the pool

@@ -28,7 +28,6 @@ flight, never every document's.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,8 +36,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from infinity_rag import _protocol as protocol
-from infinity_rag._protocol import Call, Followup, Plan, Replan, rank_items
-from infinity_rag._vectors import ShapeCache, model_key, plan_vectors
+from infinity_rag._protocol import Exchange, Operation, rank_items, run_parallel
+from infinity_rag._vectors import Chunks, ShapeCache, embed_chunks, model_key
 from infinity_rag.errors import (
     InfinityAPIError,
     InvalidResponseError,
@@ -118,17 +117,10 @@ class _Scored:
     usage: Usage
 
 
-@dataclass
-class _Query:
-    """The query's unit token vectors, set by the first call before the documents go out."""
-
-    rows: NDArray[np.float64] | None = None
-
-
 Translate = Callable[[VectorKindError], Exception]
 
 
-def plan_rerank(
+def rerank_operation(
     query: str,
     documents: Sequence[str],
     *,
@@ -141,7 +133,7 @@ def plan_rerank(
     embed_batch_size: int,
     late_interaction: bool | None,
     shapes: ShapeCache,
-) -> Plan[Any, RerankResult]:
+) -> Operation[RerankResult]:
     """A rerank by the model's own ``/rerank`` (a cross-encoder) or by MaxSim over its token
     matrices (a late-interaction model), as ``late_interaction`` says.
 
@@ -152,7 +144,7 @@ def plan_rerank(
     neither reranks nor gives matrices fails with the server's refusal, extended.
     """
     late = partial(
-        plan_late_rerank,
+        late_rerank_operation,
         query,
         documents,
         model=model,
@@ -167,7 +159,7 @@ def plan_rerank(
     known_multi = shape is not None and shape.multi_vector
     if late_interaction or (late_interaction is None and known_multi):
         return late(translate=_not_multi_vector)
-    cross = protocol.plan_rerank(
+    cross = protocol.rerank_operation(
         query,
         documents,
         model=model,
@@ -179,17 +171,23 @@ def plan_rerank(
     )
     if late_interaction is False or shape is not None:
         return cross
+    return _cross_or_late(cross, late)
 
-    def on_error(error: InfinityAPIError) -> Any:
+
+def _cross_or_late(
+    cross: Operation[RerankResult], late: Callable[..., Operation[RerankResult]]
+) -> Operation[RerankResult]:
+    """``/rerank``; if Infinity refuses it for a model that only embeds, MaxSim instead."""
+    try:
+        return (yield from cross)
+    except ModelCapabilityError as error:
         if not refuses_rerank(error):
-            raise error
-        raise Replan(late(translate=partial(_cannot_rerank, error)))
-
-    calls = [dataclasses.replace(call, on_error=on_error) for call in cross.calls]
-    return Plan(calls, cross.combine)
+            raise
+        refusal = error
+    return (yield from late(translate=partial(_cannot_rerank, refusal)))
 
 
-def plan_late_rerank(
+def late_rerank_operation(
     query: str,
     documents: Sequence[str],
     *,
@@ -201,14 +199,14 @@ def plan_late_rerank(
     batch_size: int,
     shapes: ShapeCache,
     translate: Translate,
-) -> Plan[Any, RerankResult]:
+) -> Operation[RerankResult]:
     """Rerank ``documents`` by MaxSim: the query's matrix (one request, sent first and alone),
     then the documents' in chunks of ``batch_size``, each chunk scored as it arrives."""
     _numpy()  # before any request
     if not documents:
-        return Plan([], lambda parts: RerankResult([], model or "", Usage()))
+        return protocol.finished(RerankResult([], model or "", Usage()))
     embed = partial(
-        plan_vectors,
+        embed_chunks,
         target="multi",
         modality="text",
         model=model,
@@ -219,71 +217,61 @@ def plan_late_rerank(
         shapes=shapes,
     )
     try:
-        query_plan = embed([query], batch_size=1)
-        documents_plan = embed(documents, batch_size=batch_size)
-    except VectorKindError as error:  # known before any request
+        query_chunks = embed([query], batch_size=1)  # a model of the wrong kind: refused here
+    except VectorKindError as error:
         raise translate(error) from error
-    state = _Query()
+    late = _LateRerank(documents, embed, batch_size, top_n, raw_scores, return_documents,
+                       model, translate)  # fmt: skip
+    return late.run(query_chunks)
 
-    def read_query(part: Any) -> _Scored:
-        matrices: MultiVectorArrayResult = query_plan.combine([part])
-        state.rows = unit_rows(matrices[0])
-        return _Scored([], matrices.model, matrices.usage)
 
-    def score_chunk(part: Any) -> _Scored:
-        matrices: MultiVectorArrayResult = documents_plan.combine([part])
-        if state.rows is None:  # the plan sends the query first, alone
-            raise RuntimeError("a document chunk was scored before the query's answer")
-        return _Scored(_scores_for(state.rows, matrices.embeddings), matrices.model, matrices.usage)
+@dataclass(frozen=True, slots=True)
+class _LateRerank:
+    documents: Sequence[str]
+    embed: Callable[..., Chunks]
+    batch_size: int
+    top_n: int | None
+    raw_scores: bool
+    return_documents: bool
+    model: str | None
+    translate: Translate
 
-    calls = [_mapped(query_plan.calls[0], read_query, translate)]
-    calls += [_mapped(call, score_chunk, translate) for call in documents_plan.calls]
-
-    def combine(parts: list[_Scored]) -> RerankResult:
-        rows = state.rows.shape[0] if state.rows is not None else 1
-        scores = [score for part in parts[1:] for score in part.scores]
+    def run(self, query_chunks: Chunks) -> Operation[RerankResult]:
+        try:
+            (part,) = yield from run_parallel(query_chunks.exchanges)
+            matrices: MultiVectorArrayResult = query_chunks.combine([part])
+            rows = unit_rows(matrices[0])
+            documents = self.embed(self.documents, batch_size=self.batch_size)
+            scored = yield from run_parallel(
+                [_scored(exchange, documents.combine, rows) for exchange in documents.exchanges]
+            )
+        except VectorKindError as error:
+            raise self.translate(error) from error
+        scores = [score for part in scored for score in part.scores]
         items = [
             RerankItem(
                 index,
-                score if raw_scores else score / rows,
-                documents[index] if return_documents else None,
+                score if self.raw_scores else score / rows.shape[0],
+                self.documents[index] if self.return_documents else None,
             )
             for index, score in enumerate(scores)
         ]
-        usage = Usage()
-        for part in parts:
-            usage += part.usage
-        answered = next((part.model for part in parts if part.model), model or "")
-        return RerankResult(rank_items(items, top_n), answered, usage)
-
-    return Plan(calls, combine, first_alone=True)
-
-
-def _mapped(call: Call[Any], then: Callable[[Any], Any], translate: Translate) -> Call[Any]:
-    """``call`` whose final part (after any follow-up requests) goes through ``then``, and
-    whose :class:`VectorKindError` (the model is not multi-vector) becomes ``translate``'s."""
-
-    def finish(result: Any) -> Any:
-        if isinstance(result, Followup):
-            return Followup(_mapped(result.call, _same, translate), guard(result.then))
-        return then(result)
-
-    def guard(step: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        def run(value: Any) -> Any:
-            try:
-                result = step(value)
-            except VectorKindError as error:
-                raise translate(error) from error
-            return finish(result)
-
-        return run
-
-    on_error = None if call.on_error is None else guard(call.on_error)
-    return dataclasses.replace(call, parse=guard(call.parse), on_error=on_error)
+        usage = matrices.usage
+        for chunk in scored:
+            usage += chunk.usage
+        named = [matrices.model, *(chunk.model for chunk in scored)]
+        answered = next((name for name in named if name), self.model or "")
+        return RerankResult(rank_items(items, self.top_n), answered, usage)
 
 
-def _same(value: Any) -> Any:
-    return value
+def _scored(
+    exchange: Exchange[Any], combine: Callable[[list[Any]], Any], rows: Any
+) -> Exchange[_Scored]:
+    """One chunk of documents, scored against the query's rows as it arrives: only its own
+    matrices are held, and only until they are scored."""
+    part = yield from exchange
+    matrices: MultiVectorArrayResult = combine([part])
+    return _Scored(_scores_for(rows, matrices.embeddings), matrices.model, matrices.usage)
 
 
 def _named(error: VectorKindError) -> str:

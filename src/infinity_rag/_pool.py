@@ -12,7 +12,7 @@ A client given several URLs (one Infinity replica per GPU, say) keeps a :class:`
 - when every replica is out, the one whose time out ends first is tried rather than none.
 
 :class:`Attempts` decides, for one request, where each try goes and how long to wait before
-it, with the client's :class:`~infinity_rag._config.RetryPolicy`: a retry goes to another
+it, with the client's :class:`RetryPolicy`: a retry goes to another
 replica that is in rotation when there is one, at once; otherwise it waits the policy's
 delay. The client only sends. Time comes from ``clock`` (monotonic) so tests can move it.
 """
@@ -26,8 +26,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from infinity_rag._config import RetryPolicy
+from infinity_rag._config import DEFAULT_MAX_RETRIES
 from infinity_rag.errors import (
+    EncodingRefusedError,
     InfinityConnectionError,
     InfinityError,
     OverloadedError,
@@ -35,12 +36,33 @@ from infinity_rag.errors import (
 )
 from infinity_rag.types import ReplicaState
 
-__all__ = ["Attempts", "Replica", "ReplicaPool"]
+__all__ = ["Attempts", "Replica", "ReplicaPool", "RetryPolicy"]
 
 logger = logging.getLogger("infinity_rag")
 
 DEFAULT_REPLICA_BACKOFF = 1.0
 DEFAULT_MAX_REPLICA_BACKOFF = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter for errors that may pass (connection, 429, 5xx)."""
+
+    max_retries: int = DEFAULT_MAX_RETRIES
+    initial_delay: float = 0.5
+    max_delay: float = 8.0
+
+    def delay(self, retries_done: int, error: InfinityError) -> float | None:
+        """Seconds to wait before the next try, or ``None`` to give up and raise ``error``."""
+        if not error.retryable or retries_done >= self.max_retries:
+            return None
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:  # the server said how long (429 / 503)
+            return float(retry_after)
+        ceiling = min(self.max_delay, self.initial_delay * 2.0**retries_done)
+        # "Equal jitter": at least half the backoff, so a flood of clients spreads out
+        # without any of them retrying at once.
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 @dataclass(slots=True)
@@ -142,7 +164,9 @@ class ReplicaPool:
         with self._lock:
             replica.in_flight -= 1
             now = self._clock()
-            if isinstance(error, InfinityConnectionError | ServerError):
+            if isinstance(error, EncodingRefusedError):
+                self._answered(replica)  # the model's answer, not the server's failure
+            elif isinstance(error, InfinityConnectionError | ServerError):
                 self._failed(replica, now, error)
             elif isinstance(error, OverloadedError):
                 wait = error.retry_after if error.retry_after is not None else self.backoff
@@ -221,6 +245,11 @@ class Attempts:
         self._tried: list[Replica] = []
         self._current: Replica | None = None
         self._retries = 0
+
+    @property
+    def retries(self) -> int:
+        """How many retries were made so far."""
+        return self._retries
 
     def start(self) -> Replica:
         """The replica for the next try (counted in flight until its outcome is recorded)."""

@@ -1,9 +1,13 @@
-"""Infinity's wire protocol, without any I/O.
+"""Infinity's wire protocol and its operations, without any I/O.
 
-Each operation is turned into a :class:`Plan`: the requests to send (already chunked to the
-server's limits) and how to combine their parsed answers into one result. The client only
-sends the requests, sync or async, and hands each answer back to :func:`read_response`.
-Everything that can be wrong with an answer is decided here, once for both I/O paths.
+Each client method is an *operation*: a generator that yields :class:`Fanout` s (requests to
+send at once, each an *exchange*) and receives their results, then returns the method's result.
+An exchange is a generator too, in the shape of httpx's ``auth_flow``: it yields a
+:class:`Request`, receives the decoded JSON answer (or has the error raised at its ``yield``),
+may yield a follow-up request, and returns its part. Follow-ups and re-plans are straight-line
+code (``try: payload = yield request / except ...``); the engine (``infinity_rag._engine``)
+only sends, retries, and hands answers back. Everything that can be wrong with an answer is
+decided here, once for both I/O paths.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import json
 import re
 import sys
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from infinity_rag.errors import (
     AuthenticationError,
@@ -46,60 +50,64 @@ Modality = Literal["text", "image", "audio"]
 
 
 @dataclass(frozen=True, slots=True)
-class Call(Generic[T]):
-    """One HTTP request and the parser of its JSON answer.
+class Request:
+    """One HTTP request, as an exchange yields it.
 
-    ``items`` is how many inputs the request carries (for progress reporting).
+    ``items`` is how many inputs it carries (progress reporting, observers).
     ``outside_prefix`` marks routes served at the server's root (``/health``).
     ``ints_as_floats`` has the JSON decoder make floats of integers: an answer made of
     numbers (embeddings) is then ready without a Python pass over every value.
-    ``on_error`` turns an error answer into a result (or a :class:`Followup`) instead of
-    raising it: it sees the error first and raises whatever it does not handle.
-
-    ``parse`` (and ``on_error``) may return a :class:`Followup`: one more request the client
-    sends before the call has its result.
+    ``every_replica_once`` tries each replica once, without pauses, on any error (``/health``)
+    instead of the client's retry policy.
     """
 
     method: Literal["GET", "POST"]
     route: str
-    body: dict[str, Any] | None
-    parse: Callable[[JSON], T]
+    body: dict[str, Any] | None = None
     items: int = 0
     outside_prefix: bool = False
     ints_as_floats: bool = False
-    on_error: Callable[[InfinityAPIError], T] | None = None
+    every_replica_once: bool = False
+
+
+#: One request's conversation: yields requests, receives decoded answers, returns its part.
+Exchange: TypeAlias = Generator[Request, JSON, T]
 
 
 @dataclass(frozen=True, slots=True)
-class Followup:
-    """A request a parser needs answered before it can give its result: the client sends
-    ``call`` (with the usual retries) and hands its result to ``then``, whose return value
-    (a part, or another :class:`Followup`) stands for the original call's."""
+class Fanout(Generic[T]):
+    """Exchanges an operation wants run at once (at most ``max_concurrency`` in flight); it
+    receives their parts in this order, or the first error (the others are then cancelled)."""
 
-    call: Call[Any]
-    then: Callable[[Any], Any]
+    exchanges: list[Exchange[T]]
 
-
-@dataclass(frozen=True, slots=True)
-class Plan(Generic[T, R]):
-    """The requests of one operation and how their parsed answers make its result."""
-
-    calls: list[Call[T]]
-    combine: Callable[[list[T]], R]
-    #: Send ``calls[0]`` alone, then the others: its answer teaches what they need (how the
-    #: model's vectors look), and if it fails the others are never sent.
-    first_alone: bool = False
+    @property
+    def items(self) -> int:
+        return len(self.exchanges)
 
 
-class Replan(Exception):
-    """Raised by a call's parser or ``on_error`` when its answer shows that the operation
-    takes other requests altogether (a ``/rerank`` refused by a late-interaction model,
-    which is then reranked from its token matrices): the client drops the plan's other
-    calls and runs ``plan`` in its place."""
+#: A client method's flow: yields fanouts, receives their parts, returns the result.
+Operation: TypeAlias = Generator[Fanout[Any], list[Any], R]
 
-    def __init__(self, plan: Plan[Any, Any]) -> None:
-        super().__init__("the operation is run by another plan")
-        self.plan = plan
+
+def exchange(request: Request, parse: Callable[[JSON], T]) -> Exchange[T]:
+    """The plain exchange: one request, its answer parsed."""
+    payload = yield request
+    return parse(payload)
+
+
+def finished(result: R) -> Operation[R]:
+    """An operation that needs no request."""
+    yield from ()
+    return result
+
+
+def run_parallel(exchanges: list[Exchange[T]]) -> Generator[Fanout[T], list[Any], list[T]]:
+    """Within an operation: ``parts = yield from run_parallel(exchanges)`` (none: no fanout)."""
+    if not exchanges:
+        return []
+    parts: list[T] = yield Fanout(exchanges)
+    return parts
 
 
 def chunks(count: int, size: int) -> list[tuple[int, int]]:
@@ -249,7 +257,7 @@ class _RerankPart:
     usage: Usage
 
 
-def plan_rerank(
+def rerank_operation(
     query: str,
     documents: Sequence[str],
     *,
@@ -259,14 +267,14 @@ def plan_rerank(
     return_documents: bool,
     extra_body: Mapping[str, Any] | None,
     batch_size: int,
-) -> Plan[_RerankPart, RerankResult]:
+) -> Operation[RerankResult]:
     """Score ``documents`` against ``query``; past ``batch_size`` they are split and merged.
 
     ``top_n`` larger than the number of documents returns them all. With several chunks each
     asks for at most ``top_n`` (the overall best are among each chunk's best), and ``top_n``
     is applied again to the merged list.
     """
-    calls = []
+    exchanges = []
     for start, stop in chunks(len(documents), batch_size):
         chunk_top_n = None if top_n is None else min(top_n, stop - start)
         body = _body(
@@ -281,15 +289,17 @@ def plan_rerank(
             extra_body,
         )
         expected = stop - start if chunk_top_n is None else chunk_top_n
-        calls.append(
-            Call("POST", "/rerank", body, _rerank_parser(start, stop, expected), items=stop - start)
-        )
+        request = Request("POST", "/rerank", body, items=stop - start)
+        exchanges.append(exchange(request, _rerank_parser(start, stop, expected)))
+    return _merged_ranking(exchanges, model, top_n)
 
-    def combine(parts: list[_RerankPart]) -> RerankResult:
-        items = rank_items([item for part in parts for item in part.items], top_n)
-        return RerankResult(items, _first_model(parts, model), _total_usage(parts))
 
-    return Plan(calls, combine)
+def _merged_ranking(
+    exchanges: list[Exchange[_RerankPart]], model: str | None, top_n: int | None
+) -> Operation[RerankResult]:
+    parts = yield from run_parallel(exchanges)
+    items = rank_items([item for part in parts for item in part.items], top_n)
+    return RerankResult(items, _first_model(parts, model), _total_usage(parts))
 
 
 def rank_items(items: list[RerankItem], top_n: int | None) -> list[RerankItem]:
@@ -341,15 +351,15 @@ class _ClassifyPart:
     usage: Usage
 
 
-def plan_classify(
+def classify_operation(
     texts: Sequence[str],
     *,
     model: str | None,
     raw_scores: bool,
     extra_body: Mapping[str, Any] | None,
     batch_size: int,
-) -> Plan[_ClassifyPart, ClassifyResult]:
-    calls = []
+) -> Operation[ClassifyResult]:
+    exchanges = []
     for start, stop in chunks(len(texts), batch_size):
         body = _body(
             {
@@ -359,15 +369,17 @@ def plan_classify(
             },
             extra_body,
         )
-        calls.append(
-            Call("POST", "/classify", body, _classify_parser(stop - start), items=stop - start)
-        )
+        request = Request("POST", "/classify", body, items=stop - start)
+        exchanges.append(exchange(request, _classify_parser(stop - start)))
+    return _classifications(exchanges, model)
 
-    def combine(parts: list[_ClassifyPart]) -> ClassifyResult:
-        results = [labels for part in parts for labels in part.results]
-        return ClassifyResult(results, _first_model(parts, model), _total_usage(parts))
 
-    return Plan(calls, combine)
+def _classifications(
+    exchanges: list[Exchange[_ClassifyPart]], model: str | None
+) -> Operation[ClassifyResult]:
+    parts = yield from run_parallel(exchanges)
+    results = [labels for part in parts for labels in part.results]
+    return ClassifyResult(results, _first_model(parts, model), _total_usage(parts))
 
 
 def _classify_parser(expected: int) -> Callable[[JSON], _ClassifyPart]:
@@ -398,8 +410,9 @@ def _class_label(label: JSON) -> ClassLabel:
 # --- models and health -----------------------------------------------------------------------
 
 
-def plan_models() -> Plan[list[ModelInfo], list[ModelInfo]]:
-    return Plan([Call("GET", "/models", None, _parse_models)], lambda parts: parts[0])
+def models_operation() -> Operation[list[ModelInfo]]:
+    (models,) = yield Fanout([exchange(Request("GET", "/models"), _parse_models)])
+    return models  # type: ignore[no-any-return]
 
 
 def _parse_models(payload: JSON) -> list[ModelInfo]:
@@ -421,11 +434,11 @@ def _parse_models(payload: JSON) -> list[ModelInfo]:
     return models
 
 
-def plan_health() -> Plan[bool, bool]:
-    return Plan(
-        [Call("GET", "/health", None, lambda payload: True, outside_prefix=True)],
-        lambda parts: parts[0],
-    )
+def health_operation() -> Operation[bool]:
+    """``GET /health`` on one replica after another until one answers 200."""
+    request = Request("GET", "/health", outside_prefix=True, every_replica_once=True)
+    yield Fanout([exchange(request, lambda payload: True)])
+    return True
 
 
 # --- shared parsing --------------------------------------------------------------------------
@@ -465,24 +478,21 @@ def _total_usage(parts: Sequence[_Part]) -> Usage:
     return total
 
 
-def read_response(
-    call: Call[T], status_code: int, content: bytes, url: str, retry_after: str | None = None
-) -> T:
-    """Parse a 2xx answer with the call's parser, or raise the error a status stands for."""
+def decode_answer(
+    request: Request, status_code: int, content: bytes, url: str, retry_after: str | None = None
+) -> JSON:
+    """A 2xx answer's JSON, or the error its status stands for (raised)."""
     if not 200 <= status_code < 300:
         error = error_from_response(status_code, content, url)
         error.retry_after = parse_retry_after(retry_after)
-        if call.on_error is not None:
-            return call.on_error(error)
         raise error
     try:
-        payload = (
-            json.loads(content, parse_int=float) if call.ints_as_floats else json.loads(content)
-        )
+        if request.ints_as_floats:
+            return json.loads(content, parse_int=float)
+        return json.loads(content)
     except ValueError:
         text = short_message(content.decode(errors="replace"))
         raise InvalidResponseError(f"HTTP {status_code} from {url} is not JSON: {text}") from None
-    return call.parse(payload)
 
 
 # --- errors ----------------------------------------------------------------------------------

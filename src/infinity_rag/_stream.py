@@ -3,10 +3,11 @@
 Written once for both I/O paths: reading the source in chunks of ``batch_size`` (each item
 checked with its position in the whole stream, before its chunk is sent) and the window (at
 most ``limit`` chunks between being read and being handed out, oldest first). :func:`stream`
-(threads) and :func:`astream` (tasks) differ only in how they send and wait.
+(sync code, each chunk's call running on the engine's loop) and :func:`astream` (tasks) differ
+only in how they start a chunk's call and wait for it.
 
-Early exit (``break``, an exception, ``close()`` / ``aclose()``) cancels what has not started,
-waits for (sync) or cancels (async) what has, and leaves no thread or task behind. A source
+Early exit (``break``, an exception, ``close()`` / ``aclose()``) cancels every call in flight
+and leaves no thread or task behind. A source
 that fails (a bad item, or its own exception) stops the reading: the chunks read before it are
 still handed out, in order, and then its error is raised.
 """
@@ -15,19 +16,22 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Generator, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+)
 from typing import Any, Generic, TypeVar
 
-from infinity_rag import _protocol as protocol
 from infinity_rag._inputs import check_text
+from infinity_rag._loops import Pending
 
 T = TypeVar("T")
 R = TypeVar("R")
 H = TypeVar("H")
-
-#: Builds the plan (one request) of one chunk of checked texts.
-Prepare = Callable[[list[str]], protocol.Plan[Any, R]]
 
 
 def check_source(texts: object, *, allow_async: bool) -> None:
@@ -111,16 +115,14 @@ class _Window(Generic[H]):
 
 
 def stream(
-    call: Callable[[protocol.Call[Any]], Any],
+    submit: Callable[[list[str]], Pending[R]],
     source: Iterable[object],
-    prepare: Prepare[R],
     size: int,
     limit: int,
 ) -> Generator[R, None, None]:
-    """One result per chunk, in order; ``call`` sends one request (with its retries)."""
-    window: _Window[tuple[Future[Any], protocol.Plan[Any, R]]] = _Window(limit)
+    """One result per chunk, in order; ``submit`` starts one chunk's call on the engine."""
+    window: _Window[Pending[R]] = _Window(limit)
     chunks = _chunks(source, size)
-    pool = ThreadPoolExecutor(limit, thread_name_prefix="infinity-rag-stream")
 
     def refill() -> None:
         while window.wants_chunk:
@@ -132,15 +134,14 @@ def stream(
             if chunk is None:
                 window.end_source()
                 return
-            plan = prepare(chunk)
-            window.pending.append((pool.submit(call, plan.calls[0]), plan))
+            window.pending.append(submit(chunk))
 
     def take() -> R:
-        # A function, so that no local of the generator holds a chunk once it is handed out.
-        future, plan = window.pending.popleft()
-        part = future.result()
+        pending = window.pending[0]
+        result = pending.wait()  # left in the window until done, so that an exit cancels it
+        window.pending.popleft()
         refill()  # the next request goes out before the consumer gets this result
-        return plan.combine([part])
+        return result
 
     try:
         refill()
@@ -148,22 +149,19 @@ def stream(
             yield take()
         window.finish()
     finally:
-        for future, _ in window.pending:
-            future.cancel()
-        # Requests already sent cannot be interrupted: wait for them (at most `limit`).
-        pool.shutdown(wait=True, cancel_futures=True)
+        for pending in window.pending:  # every request in flight is abandoned
+            pending.cancel()
         chunks.close()
 
 
 async def astream(
-    acall: Callable[[protocol.Call[Any]], Any],
+    start: Callable[[list[str]], Coroutine[Any, Any, R]],
     source: Iterable[object] | AsyncIterable[object],
-    prepare: Prepare[R],
     size: int,
     limit: int,
 ) -> AsyncGenerator[R, None]:
     """Async :func:`stream`: one task per chunk in flight, cancelled on early exit."""
-    window: _Window[tuple[asyncio.Task[Any], protocol.Plan[Any, R]]] = _Window(limit)
+    window: _Window[asyncio.Task[R]] = _Window(limit)
     chunks = _achunks(source, size)
 
     async def refill() -> None:
@@ -176,15 +174,14 @@ async def astream(
             if chunk is None:
                 window.end_source()
                 return
-            plan = prepare(chunk)
-            window.pending.append((asyncio.ensure_future(acall(plan.calls[0])), plan))
+            window.pending.append(asyncio.ensure_future(start(chunk)))
 
     async def take() -> R:
-        task, plan = window.pending[0]
-        part = await task  # left in the window until done, so that an exit cancels it
+        task = window.pending[0]
+        result = await task  # left in the window until done, so that an exit cancels it
         window.pending.popleft()
         await refill()
-        return plan.combine([part])
+        return result
 
     try:
         await refill()
@@ -192,7 +189,7 @@ async def astream(
             yield await take()
         window.finish()
     finally:
-        tasks = [task for task, _ in window.pending]
+        tasks = list(window.pending)
         for task in tasks:
             task.cancel()
         if tasks:

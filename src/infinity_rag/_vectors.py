@@ -23,28 +23,30 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from infinity_rag import _protocol as protocol
 from infinity_rag._arrays import ArraySink, require_numpy
 from infinity_rag._protocol import (
     JSON,
-    Call,
-    Followup,
+    Exchange,
     Modality,
-    Plan,
+    Operation,
+    Request,
     chunks,
     embedding_items,
     parse_usage,
     refused_packing,
+    run_parallel,
 )
 from infinity_rag.errors import (
     EncodingRefusedError,
-    InfinityAPIError,
     InvalidResponseError,
     VectorKindError,
 )
@@ -173,7 +175,17 @@ class _Request:
     shapes: ShapeCache
 
 
-def plan_vectors(
+@dataclass(frozen=True, slots=True)
+class Chunks:
+    """The exchanges embedding some inputs (one per chunk) and how their parts combine."""
+
+    exchanges: list[Exchange[Any]]
+    combine: Callable[[list[Any]], Any]
+    #: The model is not known yet: the first chunk asks for floats and must go alone.
+    learning: bool
+
+
+def embed_chunks(
     inputs: Sequence[str],
     *,
     target: Target,
@@ -185,44 +197,88 @@ def plan_vectors(
     batch_size: int,
     as_numpy: bool,
     shapes: ShapeCache,
-) -> Plan[Any, Any]:
+) -> Chunks:
     """Embed ``inputs`` as ``target`` vectors, in chunks of ``batch_size``.
 
     A model the cache does not know gets its first chunk as JSON floats, sent alone; the
     other chunks then go out in ``encoding_format`` and are read with what it taught.
     Bit-packed vectors are always asked for as floats (Infinity refuses base64 for them).
+    A model known to give another kind of vector is refused here, before any request.
     """
     request = _Request(target, modality, model_key(model), model, dimensions, extra_body,
                        as_numpy, shapes)  # fmt: skip
     shape = shapes.get(request.key)
     if shape is not None and inputs and _target_of(shape) != target:
-        # Known from an earlier answer: refused before any request.
         raise kind_error(request.key, shape, target, modality)
     learning = not shapes.known(request.key, dimensions)
     if target == "packed" or (shape is not None and shape.packing is not None):
         encoding_format = "float"
     sink = ArraySink(len(inputs), dimensions) if as_numpy and target == "single" else None
-    calls = []
-    for n, (start, stop) in enumerate(chunks(len(inputs), batch_size)):
-        chunk = list(inputs[start:stop])
-        body = _request_body(request, chunk, "float" if learning and n == 0 else encoding_format)
-        parse = _parser(request, chunk, start, sink)
-        calls.append(
-            Call(
-                "POST",
-                "/embeddings",
-                body,
-                parse,
-                items=stop - start,
-                ints_as_floats=True,
-                on_error=_refusal_handler(request, parse, body),
-            )
+    exchanges = [
+        _chunk_exchange(
+            request,
+            list(inputs[start:stop]),
+            start,
+            sink,
+            "float" if learning and n == 0 else encoding_format,
         )
+        for n, (start, stop) in enumerate(chunks(len(inputs), batch_size))
+    ]
+    return Chunks(exchanges, partial(_combine, request, sink=sink), learning)
 
-    def combine(parts: list[_Part]) -> Any:
-        return _combine(request, parts, sink)
 
-    return Plan(calls, combine, first_alone=learning and len(calls) > 1)
+def embed_operation(inputs: Sequence[str], **options: Any) -> Operation[Any]:
+    """:func:`embed_chunks` as an operation: every chunk's vectors, combined in input order."""
+    return _embed(embed_chunks(inputs, **options))
+
+
+def _embed(chunks: Chunks) -> Operation[Any]:
+    exchanges = chunks.exchanges
+    if chunks.learning and len(exchanges) > 1:
+        # The first answer teaches how the model's vectors look; if it fails, nothing else
+        # is sent.
+        parts = yield from run_parallel(exchanges[:1])
+        parts += yield from run_parallel(exchanges[1:])
+    else:
+        parts = yield from run_parallel(exchanges)
+    return chunks.combine(parts)
+
+
+def _chunk_exchange(
+    request: _Request,
+    chunk: list[str],
+    start: int,
+    sink: ArraySink | None,
+    encoding_format: Literal["float", "base64"],
+) -> Exchange[_Part]:
+    body = _request_body(request, chunk, encoding_format)
+    post = Request("POST", "/embeddings", body, items=len(chunk), ints_as_floats=True)
+    try:
+        payload = yield post
+    except EncodingRefusedError as error:
+        # base64 refused because the model's vectors are bit-packed: learn that (the refusal
+        # is not retried) and ask again for floats, or say which method gives them.
+        packing = refused_packing(error.message)
+        if packing is None or encoding_format != "base64":
+            raise
+        request.shapes.forget(request.key)
+        if request.target != "packed":
+            shape = VectorShape(0, packing=packing)  # its width is learned by embed_packed
+            raise kind_error(request.key, shape, request.target, request.modality) from error
+        payload = yield dataclasses.replace(post, body=dict(body, encoding_format="float"))
+    part = _parser(request, chunk, start, sink)(payload)
+    if isinstance(part, _NeedsPacking):
+        # Whole numbers: bit-packed, or int8 scalar quantization. Only a base64 request
+        # tells them apart (a bit-packed model refuses it, naming its packing).
+        part = part.then((yield from _probe(request, chunk[0])))
+    return part
+
+
+@dataclass(frozen=True, slots=True)
+class _NeedsPacking:
+    """A flat answer of whole numbers: its part, once the probe says whether it is packed."""
+
+    then: Callable[[Packing | None], _Part]
 
 
 def _request_body(
@@ -238,33 +294,10 @@ def _request_body(
     )
 
 
-def _refusal_handler(
-    request: _Request, parse: Callable[[JSON], Any], body: dict[str, Any]
-) -> Callable[[InfinityAPIError], Any]:
-    """A base64 request refused because the model's vectors are bit-packed: learn that (no
-    retry storm: the refusal is not retried) and ask again for floats, or say which method."""
-
-    def on_error(error: InfinityAPIError) -> Any:
-        packing = (
-            refused_packing(error.message) if isinstance(error, EncodingRefusedError) else None
-        )
-        if packing is None or body.get("encoding_format") != "base64":
-            raise error
-        request.shapes.forget(request.key)
-        if request.target != "packed":
-            shape = VectorShape(0, packing=packing)  # its width is learned by embed_packed
-            raise kind_error(request.key, shape, request.target, request.modality) from error
-        retry = dict(body, encoding_format="float")
-        call = Call("POST", "/embeddings", retry, parse, ints_as_floats=True)
-        return Followup(call, lambda part: part)
-
-    return on_error
-
-
 def _parser(
     request: _Request, chunk: list[str], start: int, sink: ArraySink | None
-) -> Callable[[JSON], Any]:
-    def parse(payload: JSON) -> Any:
+) -> Callable[[JSON], _Part | _NeedsPacking]:
+    def parse(payload: JSON) -> _Part | _NeedsPacking:
         model = str(payload.get("model", "")) if isinstance(payload, dict) else ""
         shape = request.shapes.get(request.key)
         if sink is not None and shape is not None and not shape.multi_vector:
@@ -291,13 +324,12 @@ def _parser(
             return _from_flat(request, packing, order, embeddings, start, sink, model, usage,
                               learning=False)  # fmt: skip
         if _whole_numbers(embeddings):
-            # Bit-packed, or int8 scalar quantization: only a base64 request tells them
-            # apart (a bit-packed model refuses it, naming its packing).
-            def then(packing: Packing | None) -> Any:
+
+            def then(packing: Packing | None) -> _Part:
                 return _from_flat(request, packing, order, embeddings, start, sink, model,
                                   usage, learning=True)  # fmt: skip
 
-            return Followup(_probe(request, chunk[0]), then)
+            return _NeedsPacking(then)
         return _from_flat(request, None, order, embeddings, start, sink, model, usage,
                           learning=True)  # fmt: skip
 
@@ -314,32 +346,17 @@ def _whole_numbers(embeddings: list[Any]) -> bool:
     return all(v.is_integer() and -128 <= v <= 255 for v in first)
 
 
-def _probe(request: _Request, text: str) -> Call[Packing | None]:
-    """One input asked for as base64: refused (500) by a bit-packed model, with its packing."""
-
-    def refused(error: InfinityAPIError) -> Packing | None:
-        packing = (
-            refused_packing(error.message) if isinstance(error, EncodingRefusedError) else None
-        )
+def _probe(request: _Request, text: str) -> Exchange[Packing | None]:
+    """One input asked for as base64: refused (500) by a bit-packed model, naming its packing."""
+    probe = dataclasses.replace(request, dimensions=None, as_numpy=False)
+    try:
+        yield Request("POST", "/embeddings", _request_body(probe, [text], "base64"))
+    except EncodingRefusedError as error:
+        packing = refused_packing(error.message)
         if packing is None:
-            raise error
+            raise
         return packing
-
-    body = _request_body(
-        _Request(
-            request.target,
-            request.modality,
-            request.key,
-            request.model,
-            None,
-            request.extra_body,
-            False,
-            request.shapes,
-        ),
-        [text],
-        "base64",
-    )
-    return Call("POST", "/embeddings", body, lambda payload: None, items=0, on_error=refused)
+    return None
 
 
 def _from_flat(
@@ -540,7 +557,7 @@ def _packed(
     return _Part(vectors, model, usage)
 
 
-def _combine(request: _Request, parts: list[_Part], sink: ArraySink | None) -> Any:
+def _combine(request: _Request, parts: list[_Part], *, sink: ArraySink | None) -> Any:
     model = next((part.model for part in parts if part.model), request.model or "")
     usage = Usage()
     for part in parts:

@@ -1,0 +1,490 @@
+"""The one request engine: runs an operation's requests, for sync and async calls alike.
+
+An operation (``infinity_rag._protocol``) says what to send and how to read the answers; the
+engine sends. It is written once, as async code:
+
+- :meth:`Engine.run` drives an operation: each :class:`~infinity_rag._protocol.Fanout` it
+  yields runs at most ``max_concurrency`` exchanges at once (a ``TaskGroup``: the first fatal
+  error cancels the others), and the parts (or that error) go back into the operation;
+- :meth:`Engine._exchange` drives one exchange: each request it yields is sent with the
+  retry policy (:meth:`Engine._request`), its decoded answer or its error goes back in;
+- :meth:`Engine._request` is the retry loop: the replica pool (``infinity_rag._pool``)
+  chooses where each try goes and how long to wait; :meth:`Engine._attempt` sends one try.
+
+Sync calls run the same coroutine on the client's own event loop thread
+(:class:`~infinity_rag._loops.BackgroundLoop`): the caller's thread waits for it, and an error,
+a ``KeyboardInterrupt`` or the call's deadline cancels every request still in flight, as in
+the async path. The policy (which replica, when to retry) lives in the pool and the
+:class:`~infinity_rag._pool.RetryPolicy`; the observer (``infinity_rag._observe``) is
+called at one place per call (:meth:`Engine.run`) and one per HTTP attempt
+(:meth:`Engine._attempt`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import ssl
+import time
+from collections.abc import Callable, Coroutine, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import SecretStr
+
+from infinity_rag import _protocol as protocol
+from infinity_rag._config import server_root
+from infinity_rag._loops import BackgroundLoop, LoopClients, Pending
+from infinity_rag._observe import AttemptInfo, CallInfo, CallObservation, Observer
+from infinity_rag._pool import Attempts, Replica, ReplicaPool, RetryPolicy
+from infinity_rag.errors import (
+    InfinityConnectionError,
+    InfinityError,
+    InfinityTimeoutError,
+)
+
+__all__ = ["CallOptions", "Engine"]
+
+logger = logging.getLogger("infinity_rag")
+
+R = TypeVar("R")
+
+#: Called with the number of inputs a finished request carried (drives progress bars).
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CallOptions:
+    """How one call runs: its concurrency, progress callback, deadline and what observers see."""
+
+    info: CallInfo
+    max_concurrency: int = 1
+    on_progress: ProgressCallback | None = None
+    #: Seconds the whole call may take (retries and waits included); ``None``: no limit.
+    deadline: float | None = None
+
+
+@dataclass
+class _Call:
+    """One call in flight: its options, its observation, and when it must end."""
+
+    options: CallOptions
+    observation: CallObservation | None
+    ends_at: float | None = None
+    sync: bool = False
+    progress: ProgressCallback | None = None
+    urls_tried: list[str] = field(default_factory=list)
+
+    def remaining(self) -> float | None:
+        return None if self.ends_at is None else self.ends_at - time.monotonic()
+
+
+class Engine:
+    """Sends operations' requests to a client's replicas, sync or async."""
+
+    def __init__(
+        self,
+        *,
+        pool: ReplicaPool,
+        headers: Mapping[str, str],
+        api_key: SecretStr | None,
+        timeout: float | httpx.Timeout | None,
+        retry: RetryPolicy,
+        make_async_client: Callable[[], httpx.AsyncClient],
+        http_client: httpx.Client | None = None,
+        http_async_client: httpx.AsyncClient | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        self.pool = pool
+        self.headers = dict(headers)
+        self.api_key = api_key
+        #: Per request; ``None`` leaves each request to its httpx client's own timeout.
+        self.timeout = timeout
+        self.retry = retry
+        self.observer = observer
+        self.http_client = http_client
+        self.http_async_client = http_async_client
+        # An httpx.AsyncClient's connections belong to the loop that opened them: one pool per
+        # event loop (a notebook's, each asyncio.run, the sync calls' own loop).
+        self.loop_clients = LoopClients(make_async_client)
+        self.background = BackgroundLoop(self.loop_clients)
+
+    # --- calls ---------------------------------------------------------------------------
+
+    def run_sync(self, operation: protocol.Operation[R], options: CallOptions) -> R:
+        """Run ``operation`` to its result from sync code (on the shared event loop thread;
+        the progress callback still runs in the caller's thread)."""
+        return self.submit(operation, options).wait(options.on_progress)
+
+    def submit(self, operation: protocol.Operation[R], options: CallOptions) -> Pending[R]:
+        """Start ``operation`` from sync code; the caller waits for (or cancels) it."""
+        call = self._start(operation, options, sync=True)
+
+        def start(progress: ProgressCallback | None) -> Coroutine[Any, Any, R]:
+            call.progress = progress if options.on_progress is not None else None
+            return self._run(operation, call)
+
+        return self.background.submit(start)
+
+    async def run(self, operation: protocol.Operation[R], options: CallOptions) -> R:
+        """Run ``operation`` to its result in the running event loop."""
+        call = self._start(operation, options, sync=False)
+        return await self._run(operation, call)
+
+    def _start(
+        self, operation: protocol.Operation[Any], options: CallOptions, *, sync: bool
+    ) -> _Call:
+        # In the caller's thread and context: an observer's parent span is current here.
+        observation = self.observer.call(options.info) if self.observer is not None else None
+        ends_at = None if options.deadline is None else time.monotonic() + options.deadline
+        return _Call(options, observation, ends_at, sync, options.on_progress)
+
+    async def _run(self, operation: protocol.Operation[R], call: _Call) -> R:
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            async with asyncio.timeout(call.remaining()):
+                result = await self._drive(operation, call)
+        except TimeoutError as exc:
+            if call.ends_at is None or time.monotonic() < call.ends_at:
+                raise  # not ours
+            error = self._deadline_error(call)
+            raise error from exc
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            operation.close()
+            if call.observation is not None:
+                call.observation.finish(result, error)
+        return result  # type: ignore[no-any-return]
+
+    def _deadline_error(self, call: _Call) -> InfinityTimeoutError:
+        tried = list(dict.fromkeys(call.urls_tried))
+        where = f"; tried {', '.join(tried)}" if tried else "; no request was answered"
+        error = InfinityTimeoutError(
+            f"the call did not finish within its deadline of {call.options.deadline:g} s{where}",
+            url=tried[-1] if tried else "",
+        )
+        error.urls = tuple(tried)
+        return error
+
+    async def _drive(self, operation: protocol.Operation[R], call: _Call) -> R:
+        """Step ``operation``: run each fanout it yields, send back the parts or the error."""
+        done, value = _resume(operation, None, None)
+        while not done:
+            try:
+                parts = await self._fanout(value, call)
+            except InfinityError as error:
+                done, value = _resume(operation, None, error)
+            else:
+                done, value = _resume(operation, parts, None)
+        return value  # type: ignore[no-any-return]
+
+    async def _fanout(self, fanout: protocol.Fanout[Any], call: _Call) -> list[Any]:
+        exchanges = fanout.exchanges
+        limit = min(call.options.max_concurrency, len(exchanges))
+        if limit <= 1:
+            try:
+                return [await self._exchange(exchange, call) for exchange in exchanges]
+            finally:
+                for exchange in exchanges:
+                    exchange.close()
+        gate = asyncio.Semaphore(limit)
+
+        async def run_one(exchange: protocol.Exchange[Any]) -> Any:
+            async with gate:
+                return await self._exchange(exchange, call)
+
+        try:
+            # A TaskGroup cancels the other requests as soon as one fails.
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(run_one(exchange)) for exchange in exchanges]
+        except BaseExceptionGroup as group_error:
+            raise _first_of(group_error) from None
+        finally:
+            for exchange in exchanges:
+                exchange.close()
+        return [task.result() for task in tasks]
+
+    async def _exchange(self, exchange: protocol.Exchange[Any], call: _Call) -> Any:
+        """Step one exchange: send each request it yields, hand back the answer or error."""
+        done, value = _resume(exchange, None, None)
+        items = value.items if not done else 0
+        while not done:
+            try:
+                payload = await self._request(value, call)
+            except InfinityError as error:
+                done, value = _resume(exchange, None, error)
+            else:
+                done, value = _resume(exchange, payload, None)
+        if call.progress is not None:
+            call.progress(items)
+        return value
+
+    async def _request(self, request: protocol.Request, call: _Call) -> Any:
+        """Send ``request``, retrying what may pass (on another replica when there is one)."""
+        attempts = Attempts(self.pool, self.retry, every_replica_once=request.every_replica_once)
+        reason: str | None = None
+        while True:
+            replica = attempts.start()
+            try:
+                payload = await self._attempt(request, replica, call, attempts.retries, reason)
+            except InfinityError as error:
+                delay = attempts.failed(error, self._log_retry(request))
+                reason = type(error).__name__
+            except BaseException:
+                attempts.abandoned()
+                raise
+            else:
+                attempts.succeeded()
+                return payload
+            if delay:
+                await asyncio.sleep(delay)
+
+    def _log_retry(self, request: protocol.Request) -> Callable[[InfinityError, int, float], None]:
+        def log(error: InfinityError, retry: int, delay: float) -> None:
+            logger.warning(
+                "Infinity %s %s failed (%s); retry %d of %d in %.2fs",
+                request.method,
+                request.route,
+                error,
+                retry,
+                self.retry.max_retries,
+                delay,
+            )
+
+        return log
+
+    # --- one HTTP request ----------------------------------------------------------------
+
+    async def _attempt(
+        self,
+        request: protocol.Request,
+        replica: Replica,
+        call: _Call,
+        retry: int,
+        reason: str | None,
+        *,
+        hedge: bool = False,
+    ) -> Any:
+        """Send one try of ``request`` to ``replica``: its decoded answer, or its error."""
+        url, shown = _url(request, replica)
+        call.urls_tried.append(shown if request.outside_prefix else replica.shown)
+        observation = None
+        if call.observation is not None:
+            parts = urlsplit(url)  # host and port (the shown URL's masked password is no port)
+            observation = call.observation.attempt(
+                AttemptInfo(
+                    request.method,
+                    request.route,
+                    shown,
+                    parts.hostname or "",
+                    parts.port,
+                    retry,
+                    reason,
+                    hedge,
+                    request.items,
+                )
+            )
+        headers = self.headers
+        if observation is not None and (extra := observation.headers()):
+            headers = {**headers, **extra}
+        status: int | None = None
+        error: BaseException | None = None
+        started = time.perf_counter()
+        try:
+            response = await self._send(request, url, headers, shown, call)
+            status = response.status_code
+            _log_response(request, response, time.perf_counter() - started)
+            return protocol.decode_answer(
+                request,
+                status,
+                self._without_key(status, response.content),
+                shown,
+                retry_after=response.headers.get("retry-after"),
+            )
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if observation is not None:
+                observation.finish(status, error)
+
+    async def _send(
+        self,
+        request: protocol.Request,
+        url: str,
+        headers: Mapping[str, str],
+        shown: str,
+        call: _Call,
+    ) -> httpx.Response:
+        timeout = self._timeout(call)
+        options: dict[str, Any] = {"json": request.body, "headers": headers}
+        if timeout is not None:
+            options["timeout"] = timeout
+        try:
+            if call.sync and self.http_client is not None:
+                response = await self._send_in_thread(self.http_client, request, url, options)
+            else:
+                client = self.http_async_client or self.loop_clients.get()
+                response = await client.request(request.method, url, **options)
+        except httpx.TransportError as exc:
+            raise _transport_error(shown, exc, timeout) from exc
+        except RuntimeError as exc:
+            if "closed" not in str(exc):
+                raise
+            raise InfinityConnectionError(
+                f"cannot reach the Infinity server at {shown}: the httpx client given to "
+                f"InfinityClient was closed ({exc})",
+                url=shown,
+            ) from exc
+        # The read body replaces httpx's stream, which holds the response in a reference
+        # cycle: each answer is then freed at once, not by the cyclic GC (streams of a
+        # million texts keep a flat memory).
+        response.stream = httpx.ByteStream(response.content)
+        return response
+
+    @staticmethod
+    async def _send_in_thread(
+        client: httpx.Client, request: protocol.Request, url: str, options: dict[str, Any]
+    ) -> httpx.Response:
+        """The caller's own sync httpx client, from the loop's worker threads. A blocking
+        request cannot be interrupted: cancelled, it is waited for, so that nothing keeps
+        running behind the call."""
+        send = functools.partial(client.request, request.method, url, **options)
+        future = asyncio.get_running_loop().run_in_executor(None, send)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await asyncio.wait([future])
+            raise
+
+    def _timeout(self, call: _Call) -> float | httpx.Timeout | None:
+        """This try's timeout: the client's (or the injected httpx client's own, when the
+        client's is ``None``), cut to what is left of the call's deadline."""
+        remaining = call.remaining()
+        if remaining is None:
+            return self.timeout
+        remaining = max(remaining, 0.001)
+        if self.timeout is None:
+            return remaining
+        if isinstance(self.timeout, httpx.Timeout):
+            parts = (self.timeout.connect, self.timeout.read, self.timeout.write, self.timeout.pool)
+            return httpx.Timeout(*(remaining if p is None else min(p, remaining) for p in parts))
+        return min(self.timeout, remaining)
+
+    def _without_key(self, status_code: int, content: bytes) -> bytes:
+        """An error body with our own key masked (a proxy may echo the request's headers)."""
+        if status_code < 300 or self.api_key is None:
+            return content
+        return content.replace(self.api_key.get_secret_value().encode(), b"**********")
+
+    # --- closing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the sync calls' event loop and its connections (after the calls in flight)."""
+        self.background.close()
+
+    async def aclose(self) -> None:
+        """Close the running loop's connections, then the sync ones."""
+        client = self.loop_clients.pop()
+        if client is not None:
+            await client.aclose()
+        self.close()
+
+
+def _resume(
+    flow: Generator[Any, Any, Any], value: Any, error: BaseException | None
+) -> tuple[bool, Any]:
+    """Send ``value`` (or throw ``error``) into a flow: ``(False, what it yields next)`` or
+    ``(True, what it returned)``. The flow's own errors propagate."""
+    try:
+        return False, flow.throw(error) if error is not None else flow.send(value)
+    except StopIteration as stop:
+        return True, stop.value
+
+
+def _first_of(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a failed fanout raises: the first, with the others named in a note (a
+    cancellation or an interrupt before any server error)."""
+    errors = list(_leaves(group))
+    for kind in (KeyboardInterrupt, SystemExit):
+        for error in errors:
+            if isinstance(error, kind):
+                return error
+    first = errors[0]
+    others = [e for e in errors[1:] if not isinstance(e, asyncio.CancelledError)]
+    if others:
+        named = "; ".join(f"{type(e).__name__}: {e}" for e in others[:3])
+        more = f" (and {len(others) - 3} more)" if len(others) > 3 else ""
+        with contextlib.suppress(Exception):
+            first.add_note(f"{len(others)} other request(s) of this call failed too: {named}{more}")
+    return first
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Generator[BaseException, None, None]:
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            yield from _leaves(error)
+        else:
+            yield error
+
+
+def _url(request: protocol.Request, replica: Replica) -> tuple[str, str]:
+    """The URL to request and how it is shown (password masked)."""
+    if request.outside_prefix:
+        return replica.root_url + request.route, server_root(replica.shown) + request.route
+    return replica.base_url + request.route, replica.shown + request.route
+
+
+def _transport_error(
+    url: str, exc: httpx.TransportError, timeout: float | httpx.Timeout | None
+) -> InfinityConnectionError:
+    if isinstance(exc, httpx.TimeoutException):
+        kind = type(exc).__name__
+        limit = f" ({timeout:g} s)" if isinstance(timeout, int | float) else ""
+        return InfinityTimeoutError(
+            f"{kind}: no answer from {url} within the timeout{limit}", url=url
+        )
+    return _connection_error(url, exc)
+
+
+def _cause_chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _connection_error(url: str, exc: httpx.TransportError) -> InfinityConnectionError:
+    chain = _cause_chain(exc)
+    # httpx's async ReadError on a reset connection has an empty message: name the cause.
+    cause = next((e for e in chain if str(e)), None)
+    reason = str(exc) if cause is exc else f"{type(cause).__name__}: {cause}" if cause else ""
+    error = InfinityConnectionError(
+        f"cannot reach the Infinity server at {url}: {type(exc).__name__}: {reason}",
+        url=url,
+    )
+    if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain):
+        error.retryable = False  # the certificate will be refused the same way every time
+    return error
+
+
+def _log_response(request: protocol.Request, response: httpx.Response, seconds: float) -> None:
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "Infinity %s %s -> %d (%d items, %d bytes, %.3fs)",
+            request.method,
+            request.route,
+            response.status_code,
+            request.items,
+            len(response.content),
+            seconds,
+        )

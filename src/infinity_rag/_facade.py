@@ -1,0 +1,128 @@
+"""What every public method of :class:`~infinity_rag.InfinityClient` stands on.
+
+A public method checks its inputs, builds an operation (``infinity_rag._protocol``,
+``_vectors``, ``_maxsim``) and hands it to the engine with :meth:`ClientCore._run` (sync) or
+:meth:`ClientCore._arun` (async): nothing else. The state it needs is set by
+``InfinityClient.__init__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from infinity_rag import _protocol as protocol
+from infinity_rag import _vectors
+from infinity_rag._engine import CallOptions, Engine, ProgressCallback
+from infinity_rag._inputs import check_positive_int
+from infinity_rag._loops import Pending
+from infinity_rag._observe import CallInfo
+from infinity_rag.errors import InvalidResponseError
+from infinity_rag.types import VectorShape
+
+__all__ = ["ClientCore", "Embedder"]
+
+R = TypeVar("R")
+
+
+class Embedder:
+    """An embedding call's checked arguments: what turns inputs into its operation."""
+
+    __slots__ = ("options", "size")
+
+    def __init__(self, size: int, options: dict[str, Any]) -> None:
+        self.size = size
+        self.options = options
+
+    def call(self, inputs: list[str]) -> tuple[protocol.Operation[Any], CallInfo]:
+        """The operation embedding ``inputs`` and how observers see the call."""
+        options = self.options
+        info = CallInfo(
+            "embeddings",
+            options["model"],
+            {
+                "input_count": len(inputs),
+                "encoding_format": options["encoding_format"],
+                "dimensions": options["dimensions"],
+                "modality": options["modality"],
+            },
+        )
+        return _vectors.embed_operation(inputs, **options), info
+
+
+class ClientCore:
+    """The engine plumbing shared by the client's public methods."""
+
+    max_concurrency: int
+    batch_size: int
+    _engine: Engine
+    _shapes: _vectors.ShapeCache
+
+    def _concurrency(self, override: int | None) -> int:
+        limit = self.max_concurrency if override is None else override
+        return check_positive_int(limit, "max_concurrency")
+
+    def _options(
+        self,
+        info: CallInfo,
+        max_concurrency: int | None,
+        on_progress: ProgressCallback | None,
+        deadline: float | None = None,
+    ) -> CallOptions:
+        return CallOptions(info, self._concurrency(max_concurrency), on_progress, deadline)
+
+    def _run(
+        self,
+        operation: protocol.Operation[R],
+        info: CallInfo,
+        max_concurrency: int | None,
+        on_progress: ProgressCallback | None,
+        deadline: float | None = None,
+    ) -> R:
+        """Run a sync call's operation (checked options first: nothing is sent otherwise)."""
+        try:
+            options = self._options(info, max_concurrency, on_progress, deadline)
+        except BaseException:
+            operation.close()
+            raise
+        return self._engine.run_sync(operation, options)
+
+    async def _arun(
+        self,
+        operation: protocol.Operation[R],
+        info: CallInfo,
+        max_concurrency: int | None,
+        on_progress: ProgressCallback | None,
+        deadline: float | None = None,
+    ) -> R:
+        """Async :meth:`_run`."""
+        try:
+            options = self._options(info, max_concurrency, on_progress, deadline)
+        except BaseException:
+            operation.close()
+            raise
+        return await self._engine.run(operation, options)
+
+    def _submit_chunk(self, job: Embedder) -> Callable[[list[str]], Pending[Any]]:
+        """For a sync stream: start one chunk's call."""
+
+        def submit(chunk: list[str]) -> Pending[Any]:
+            operation, info = job.call(chunk)
+            return self._engine.submit(operation, CallOptions(info))
+
+        return submit
+
+    def _start_chunk(self, job: Embedder) -> Callable[[list[str]], Coroutine[Any, Any, Any]]:
+        """For an async stream: one chunk's call."""
+
+        def start(chunk: list[str]) -> Coroutine[Any, Any, Any]:
+            operation, info = job.call(chunk)
+            return self._engine.run(operation, CallOptions(info))
+
+        return start
+
+    def _learned(self, model: str | None) -> VectorShape:
+        shape = self._shapes.get(_vectors.model_key(model))
+        if shape is None:
+            raise InvalidResponseError(f"embedding a probe did not tell the shape of {model!r}")
+        return shape

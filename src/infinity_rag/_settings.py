@@ -1,0 +1,137 @@
+"""An :class:`~infinity_rag.InfinityClient`'s settings: looked up, checked, and pickled.
+
+Everything the constructor takes is resolved here (the environment for the URL and the key),
+checked before anything else happens, and kept as the state a pickled client is rebuilt from
+in another process (the API key included: a worker must authenticate; sockets never travel).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from pydantic import SecretStr
+
+from infinity_rag._config import (
+    http_clients_cannot_travel,
+    resolve_api_key,
+    resolve_base_urls,
+)
+from infinity_rag._inputs import MAX_ITEMS_PER_REQUEST, check_batch_size, check_positive_int
+from infinity_rag._pool import check_backoff
+
+__all__ = ["Settings", "masked"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """A client's checked settings (what ``InfinityClient(...)`` was given, resolved)."""
+
+    base_urls: tuple[str, ...]
+    api_key: SecretStr | None
+    timeout: float | httpx.Timeout | None
+    max_retries: int
+    batch_size: int
+    rerank_batch_size: int
+    max_concurrency: int
+    headers: Mapping[str, str] | None
+    #: As given (a pickled copy needs the path, not the SSLContext built from it).
+    verify: Any
+    replica_backoff: float
+    max_replica_backoff: float
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        base_url: str | Sequence[str] | None,
+        api_key: str | SecretStr | None,
+        timeout: float | httpx.Timeout | None,
+        max_retries: int,
+        batch_size: int,
+        rerank_batch_size: int,
+        max_concurrency: int,
+        headers: Mapping[str, str] | None,
+        verify: Any,
+        replica_backoff: float,
+        max_replica_backoff: float,
+    ) -> Settings:
+        """The settings, with the environment's defaults; bad values raise, naming what is
+        allowed."""
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        check_backoff(replica_backoff, max_replica_backoff)
+        return cls(
+            base_urls=resolve_base_urls(base_url),
+            api_key=resolve_api_key(api_key),
+            timeout=timeout,
+            max_retries=max_retries,
+            batch_size=check_batch_size(batch_size, "batch_size", MAX_ITEMS_PER_REQUEST),
+            rerank_batch_size=check_batch_size(
+                rerank_batch_size, "rerank_batch_size", MAX_ITEMS_PER_REQUEST
+            ),
+            max_concurrency=check_positive_int(max_concurrency, "max_concurrency"),
+            headers=dict(headers) if headers else None,
+            verify=verify,
+            replica_backoff=replica_backoff,
+            max_replica_backoff=max_replica_backoff,
+        )
+
+    def request_headers(self) -> dict[str, str]:
+        """The headers of every request (the key as ``Authorization: Bearer``)."""
+        headers = {"Accept": "application/json", **(self.headers or {})}
+        if self.api_key is not None:
+            headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
+        return headers
+
+    def tls_verify(self) -> Any:
+        """``verify`` as httpx takes it: a CA bundle path (str or os.PathLike, file or folder)
+        as an SSLContext (httpx 0.28 deprecates ``verify=<str>`` and does not take a Path)."""
+        if isinstance(self.verify, str | os.PathLike):
+            path = os.fspath(self.verify)
+            if os.path.isdir(path):
+                return ssl.create_default_context(capath=path)
+            return ssl.create_default_context(cafile=path)
+        return self.verify
+
+    def can_travel(self, injected_clients: bool) -> bool:
+        """Whether a client with these settings can be pickled."""
+        return not injected_clients and not isinstance(self.verify, ssl.SSLContext)
+
+    def pickle_state(self, injected_clients: bool) -> dict[str, Any]:
+        """What a pickled client is rebuilt from (``_rebuild_client(state)``, the 0.1.0
+        format): keyword arguments of ``InfinityClient``, the key included."""
+        if injected_clients:
+            raise http_clients_cannot_travel("an InfinityClient")
+        if isinstance(self.verify, ssl.SSLContext):
+            raise TypeError(
+                "an InfinityClient with verify=<ssl.SSLContext> cannot be pickled (an "
+                "SSLContext does not cross processes); pass verify as a CA bundle path instead"
+            )
+        return {
+            "base_url": list(self.base_urls),
+            "api_key": self.api_key,
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+            "batch_size": self.batch_size,
+            "rerank_batch_size": self.rerank_batch_size,
+            "max_concurrency": self.max_concurrency,
+            "headers": dict(self.headers) if self.headers else None,
+            "verify": self.verify,
+            "replica_backoff": self.replica_backoff,
+            "max_replica_backoff": self.max_replica_backoff,
+        }
+
+
+def masked(url: str) -> str:
+    """``url`` with any password replaced, as httpx shows URLs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":[secure]@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
