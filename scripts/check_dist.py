@@ -198,7 +198,8 @@ def check_wheel(path: Path, version: str) -> None:
 
 
 def wheelhouse(wheel: Path) -> Path:
-    """A folder with every distribution ``wheel[all]`` and the tests need, downloaded once."""
+    """A folder with every distribution the extras (``all`` leaves ``otel`` out) and the tests
+    need, downloaded once."""
     with zipfile.ZipFile(wheel) as archive:
         metadata = next(
             archive.read(n).decode()
@@ -208,7 +209,7 @@ def wheelhouse(wheel: Path) -> Path:
     requirements = sorted(
         line for line in metadata.splitlines() if line.startswith("Requires-Dist:")
     )
-    key_text = "\n".join([*requirements, *TEST_REQUIREMENTS, sys.version, sys.platform])
+    key_text = "\n".join([*requirements, *EXTRAS, *TEST_REQUIREMENTS, sys.version, sys.platform])
     key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
     home = Path(os.environ.get("INFINITY_RAG_HOME", Path.home() / ".cache" / "infinity-rag"))
     parent = home / "wheelhouse"
@@ -218,7 +219,7 @@ def wheelhouse(wheel: Path) -> Path:
         partial = parent / f".{key}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         pip = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(partial)]
-        run([*pip, f"{wheel}[all]", *TEST_REQUIREMENTS])
+        run([*pip, f"{wheel}[{','.join(EXTRAS)}]", *TEST_REQUIREMENTS])
         for own in partial.glob("infinity_rag-*"):
             own.unlink()  # the wheel under test is always the one just built
         for old in parent.iterdir():  # one wheelhouse at a time: the current requirements
