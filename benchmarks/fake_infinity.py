@@ -22,6 +22,12 @@ accelerator seconds, seconds queued, how late the loop woke after a batch ended,
 process's CPU seconds and the seconds it waited for a core), so that a driver can tell
 whether the replicas or their own CPU were the limit.
 Without the option (the default) answers are immediate, as before.
+
+``--fixed-ms MS`` makes every ``/embeddings`` and ``/rerank`` answer wait ``MS`` milliseconds,
+concurrently (a replica that answers a query in 10 ms however many are in flight: the query
+path's stand-in, ``query_latency.py``); ``--stall-ms MS --stall-fraction F`` adds ``MS`` more
+to a fraction ``F`` of those answers, drawn from a ``random.Random(--seed)``. ``GET /stats``
+always reports the requests received per path (and stalled), whatever the options.
 """
 
 from __future__ import annotations
@@ -172,6 +178,28 @@ class Accelerator:
 ACCELERATOR: Accelerator | None = None  # set by --service-ms-per-256
 
 
+class Latency:
+    """A fixed wait per answer, plus a stall for a seeded random fraction of answers."""
+
+    def __init__(self, fixed_ms: float, stall_ms: float, stall_fraction: float, seed: int):
+        self.fixed = fixed_ms / 1000
+        self.stall = stall_ms / 1000
+        self.fraction = stall_fraction
+        self.rng = random.Random(seed)
+
+    async def wait(self) -> None:
+        seconds = self.fixed
+        if self.fraction > 0 and self.rng.random() < self.fraction:
+            seconds += self.stall
+            COUNTS["stalled"] += 1
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
+
+LATENCY: Latency | None = None  # set by --fixed-ms / --stall-ms
+COUNTS = {"embeddings": 0, "rerank": 0, "stalled": 0}  # requests received, for GET /stats
+
+
 def _dim(model: str) -> int:
     return 1024 if model.endswith("-1024") else 384
 
@@ -185,8 +213,11 @@ def handle(method: str, path: str, body: bytes) -> tuple[int, bytes, int]:
     path = path.split("?", 1)[0]
     if path.startswith("/v1/"):
         path = path[3:]
-    if method == "GET" and path == "/stats" and ACCELERATOR is not None:
-        return 200, json.dumps(ACCELERATOR.stats()).encode(), 0
+    if method == "GET" and path == "/stats":
+        stats: dict[str, float] = {f"{k}_requests": v for k, v in COUNTS.items()}
+        if ACCELERATOR is not None:
+            stats.update(ACCELERATOR.stats())
+        return 200, json.dumps(stats).encode(), 0
     if method == "GET" and path == "/health":
         return 200, json.dumps({"unix": time.time()}).encode(), 0
     if method == "GET" and path == "/models":
@@ -202,6 +233,8 @@ def handle(method: str, path: str, body: bytes) -> tuple[int, bytes, int]:
     except ValueError:
         return _error(422, "body is not JSON")
     model = str(request.get("model") or "fake-384")
+    if path in ("/embeddings", "/rerank"):
+        COUNTS[path[1:]] += 1
     if path == "/embeddings":
         inputs = request.get("input")
         if isinstance(inputs, str):
@@ -262,6 +295,8 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
             status, payload, embedded = handle(method, target, body)
             if ACCELERATOR is not None and embedded:
                 await ACCELERATOR.serve(embedded)
+            if LATENCY is not None and method == "POST" and status != 404:
+                await LATENCY.wait()
             close = headers.get("connection", "").lower() == "close" or version.strip() == (
                 "HTTP/1.0"
             )
@@ -302,8 +337,26 @@ if __name__ == "__main__":
         default=0.0,
         help="accelerator time per 256 inputs, one request at a time (default 0: immediate)",
     )
+    parser.add_argument(
+        "--fixed-ms",
+        type=float,
+        default=0.0,
+        help="wait this long before each /embeddings or /rerank answer, concurrently (default 0)",
+    )
+    parser.add_argument(
+        "--stall-ms", type=float, default=0.0, help="extra wait of a stalled answer (default 0)"
+    )
+    parser.add_argument(
+        "--stall-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of answers that stall, drawn at random (default 0)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the stall draws (default 0)")
     args = parser.parse_args()
     if args.service_ms_per_256 > 0:
         ACCELERATOR = Accelerator(args.service_ms_per_256)
+    if args.fixed_ms > 0 or (args.stall_ms > 0 and args.stall_fraction > 0):
+        LATENCY = Latency(args.fixed_ms, args.stall_ms, args.stall_fraction, args.seed)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(args.host, args.port))

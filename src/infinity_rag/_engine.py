@@ -27,8 +27,9 @@ import contextlib
 import functools
 import logging
 import ssl
+import threading
 import time
-from collections.abc import Callable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -38,6 +39,7 @@ from pydantic import SecretStr
 
 from infinity_rag import _protocol as protocol
 from infinity_rag._config import server_root
+from infinity_rag._hedge import HedgePolicy
 from infinity_rag._loops import BackgroundLoop, LoopClients, Pending
 from infinity_rag._observe import AttemptInfo, CallInfo, CallObservation, Observer
 from infinity_rag._pool import Attempts, Replica, ReplicaPool, RetryPolicy
@@ -98,8 +100,12 @@ class Engine:
         http_client: httpx.Client | None = None,
         http_async_client: httpx.AsyncClient | None = None,
         observer: Observer | None = None,
+        hedge: HedgePolicy | None = None,
     ) -> None:
         self.pool = pool
+        #: When to send a copy of a slow one-request call to another replica.
+        self.hedge = hedge if hedge is not None else HedgePolicy.disabled()
+        self._hedge_lock = threading.Lock()
         self.headers = dict(headers)
         self.api_key = api_key
         #: Per request; ``None`` leaves each request to its httpx client's own timeout.
@@ -175,22 +181,15 @@ class Engine:
 
     async def _drive(self, operation: protocol.Operation[R], call: _Call) -> R:
         """Step ``operation``: run each fanout it yields, send back the parts or the error."""
-        done, value = _resume(operation, None, None)
-        while not done:
-            try:
-                parts = await self._fanout(value, call)
-            except InfinityError as error:
-                done, value = _resume(operation, None, error)
-            else:
-                done, value = _resume(operation, parts, None)
-        return value  # type: ignore[no-any-return]
+        return await _pump(operation, lambda fanout: self._fanout(fanout, call))  # type: ignore[no-any-return]
 
     async def _fanout(self, fanout: protocol.Fanout[Any], call: _Call) -> list[Any]:
         exchanges = fanout.exchanges
         limit = min(call.options.max_concurrency, len(exchanges))
         if limit <= 1:
+            alone = len(exchanges) == 1
             try:
-                return [await self._exchange(exchange, call) for exchange in exchanges]
+                return [await self._exchange(exchange, call, alone) for exchange in exchanges]
             finally:
                 for exchange in exchanges:
                     exchange.close()
@@ -211,40 +210,124 @@ class Engine:
                 exchange.close()
         return [task.result() for task in tasks]
 
-    async def _exchange(self, exchange: protocol.Exchange[Any], call: _Call) -> Any:
+    async def _exchange(
+        self, exchange: protocol.Exchange[Any], call: _Call, alone: bool = False
+    ) -> Any:
         """Step one exchange: send each request it yields, hand back the answer or error."""
-        done, value = _resume(exchange, None, None)
-        items = value.items if not done else 0
-        while not done:
-            try:
-                payload = await self._request(value, call)
-            except InfinityError as error:
-                done, value = _resume(exchange, None, error)
-            else:
-                done, value = _resume(exchange, payload, None)
-        if call.progress is not None:
-            call.progress(items)
-        return value
+        items: list[int] = []
 
-    async def _request(self, request: protocol.Request, call: _Call) -> Any:
-        """Send ``request``, retrying what may pass (on another replica when there is one)."""
+        def send(request: protocol.Request) -> Awaitable[Any]:
+            items.append(request.items)
+            return self._request(request, call, alone)
+
+        part = await _pump(exchange, send)
+        if call.progress is not None:
+            call.progress(items[0] if items else 0)
+        return part
+
+    async def _request(self, request: protocol.Request, call: _Call, alone: bool) -> Any:
+        """Send ``request``, retrying what may pass (on another replica when there is one).
+
+        ``alone``: the request is its call's only one in flight (a query's embedding, one
+        rerank request), so a copy may be hedged to another replica when it is slow.
+        """
         attempts = Attempts(self.pool, self.retry, every_replica_once=request.every_replica_once)
+        hedgeable = alone and request.method == "POST" and not request.every_replica_once
+        hedgeable = hedgeable and self.hedge.enabled and len(self.pool) > 1
         reason: str | None = None
         while True:
             replica = attempts.start()
+            started = time.monotonic()
             try:
-                payload = await self._attempt(request, replica, call, attempts.retries, reason)
+                first_won = True
+                if hedgeable:
+                    payload, first_won = await self._hedged(
+                        request, replica, call, attempts.retries, reason
+                    )
+                else:
+                    payload = await self._attempt(request, replica, call, attempts.retries, reason)
             except InfinityError as error:
-                delay = attempts.failed(error, self._log_retry(request))
+                seconds = time.monotonic() - started
+                delay = attempts.failed(error, self._log_retry(request), seconds)
                 reason = type(error).__name__
             except BaseException:
                 attempts.abandoned()
                 raise
             else:
-                attempts.succeeded()
+                if first_won:
+                    attempts.succeeded(time.monotonic() - started)
+                else:
+                    attempts.outrun(time.monotonic() - started)
                 return payload
             if delay:
                 await asyncio.sleep(delay)
+
+    async def _hedged(
+        self,
+        request: protocol.Request,
+        replica: Replica,
+        call: _Call,
+        retry: int,
+        reason: str | None,
+    ) -> tuple[Any, bool]:
+        """One try of ``request`` on ``replica`` and, if no answer has come after the hedge
+        delay (learned from recent latencies) and the budget allows, a copy on another
+        replica: the first answer wins and the other request is cancelled. Embeddings and
+        reranks are idempotent: a duplicate is safe. Returns the answer and whether the first
+        try gave it."""
+        key = f"{request.route}:{request.items.bit_length()}"
+        started = time.monotonic()
+        with self._hedge_lock:
+            delay = self.hedge.start(started, key)
+        first = asyncio.ensure_future(self._attempt(request, replica, call, retry, reason))
+        tasks = {first}
+        copy: Replica | None = None
+        copy_error: BaseException | None = KeyboardInterrupt()  # abandoned, unless it answers
+        copy_started = 0.0
+        try:
+            # None: too few latencies known yet to tell what is slow. Past the delay, the
+            # copy goes out as soon as the budget holds a token (other calls refill it) and
+            # another replica is in rotation.
+            while delay is not None and not first.done():
+                await asyncio.wait(tasks, timeout=delay)
+                if first.done() or not self.pool.has_ready(avoid=[replica]):
+                    continue
+                with self._hedge_lock:
+                    spend = self.hedge.try_spend()
+                if spend:
+                    copy = self.pool.acquire(avoid=[replica])
+                    copy_started = time.monotonic()
+                    tasks.add(
+                        asyncio.ensure_future(
+                            self._attempt(request, copy, call, retry, reason, hedge=True)
+                        )
+                    )
+                    break
+            errors: list[BaseException] = []
+            while tasks:
+                done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=lambda t: t is not first):
+                    error = task.exception()
+                    if task is not first:
+                        copy_error = error
+                    if error is None:
+                        self._hedge_record(started, key)
+                        return task.result(), task is first
+                    errors.append(error)
+            # Both failed: the first try's error goes to the retry policy.
+            raise first.exception() or errors[0]
+        finally:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
+            if copy is not None:
+                self.pool.release(copy, copy_error, time.monotonic() - copy_started)
+
+    def _hedge_record(self, started: float, key: str) -> None:
+        now = time.monotonic()
+        with self._hedge_lock:
+            self.hedge.record(now - started, now, key)
 
     def _log_retry(self, request: protocol.Request) -> Callable[[InfinityError, int, float], None]:
         def log(error: InfinityError, retry: int, delay: float) -> None:
@@ -396,6 +479,20 @@ class Engine:
         if client is not None:
             await client.aclose()
         self.close()
+
+
+async def _pump(flow: Generator[Any, Any, Any], send: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run a flow (an operation or an exchange) to its return value: ``send`` each thing it
+    yields, and give it back the answer, or raise the ``InfinityError`` at its ``yield``."""
+    done, value = _resume(flow, None, None)
+    while not done:
+        try:
+            answer = await send(value)
+        except InfinityError as error:
+            done, value = _resume(flow, None, error)
+        else:
+            done, value = _resume(flow, answer, None)
+    return value
 
 
 def _resume(

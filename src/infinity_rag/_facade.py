@@ -55,6 +55,7 @@ class ClientCore:
 
     max_concurrency: int
     batch_size: int
+    deadline: float | None
     _engine: Engine
     _shapes: _vectors.ShapeCache
 
@@ -64,51 +65,36 @@ class ClientCore:
 
     def _options(
         self,
+        operation: protocol.Operation[Any],
         info: CallInfo,
         max_concurrency: int | None,
         on_progress: ProgressCallback | None,
         deadline: float | None = None,
     ) -> CallOptions:
-        return CallOptions(info, self._concurrency(max_concurrency), on_progress, deadline)
-
-    def _run(
-        self,
-        operation: protocol.Operation[R],
-        info: CallInfo,
-        max_concurrency: int | None,
-        on_progress: ProgressCallback | None,
-        deadline: float | None = None,
-    ) -> R:
-        """Run a sync call's operation (checked options first: nothing is sent otherwise)."""
+        """A call's options, checked before anything is sent (else the operation is closed)."""
         try:
-            options = self._options(info, max_concurrency, on_progress, deadline)
+            limit = self._concurrency(max_concurrency)
+            return CallOptions(
+                info, limit, on_progress, self.deadline if deadline is None else deadline
+            )
         except BaseException:
             operation.close()
             raise
-        return self._engine.run_sync(operation, options)
 
-    async def _arun(
-        self,
-        operation: protocol.Operation[R],
-        info: CallInfo,
-        max_concurrency: int | None,
-        on_progress: ProgressCallback | None,
-        deadline: float | None = None,
-    ) -> R:
+    def _run(self, operation: protocol.Operation[R], info: CallInfo, *options: Any) -> R:
+        """Run a sync call's operation on the engine (``options``: those of :meth:`_options`)."""
+        return self._engine.run_sync(operation, self._options(operation, info, *options))
+
+    async def _arun(self, operation: protocol.Operation[R], info: CallInfo, *options: Any) -> R:
         """Async :meth:`_run`."""
-        try:
-            options = self._options(info, max_concurrency, on_progress, deadline)
-        except BaseException:
-            operation.close()
-            raise
-        return await self._engine.run(operation, options)
+        return await self._engine.run(operation, self._options(operation, info, *options))
 
     def _submit_chunk(self, job: Embedder) -> Callable[[list[str]], Pending[Any]]:
         """For a sync stream: start one chunk's call."""
 
         def submit(chunk: list[str]) -> Pending[Any]:
             operation, info = job.call(chunk)
-            return self._engine.submit(operation, CallOptions(info))
+            return self._engine.submit(operation, CallOptions(info, deadline=self.deadline))
 
         return submit
 
@@ -117,7 +103,7 @@ class ClientCore:
 
         def start(chunk: list[str]) -> Coroutine[Any, Any, Any]:
             operation, info = job.call(chunk)
-            return self._engine.run(operation, CallOptions(info))
+            return self._engine.run(operation, CallOptions(info, deadline=self.deadline))
 
         return start
 

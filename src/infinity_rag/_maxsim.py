@@ -29,14 +29,14 @@ flight, never every document's.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from infinity_rag import _protocol as protocol
-from infinity_rag._protocol import Exchange, Operation, rank_items, run_parallel
+from infinity_rag._protocol import Exchange, Operation, Rerank, rank_items, run_parallel
 from infinity_rag._vectors import Chunks, ShapeCache, embed_chunks, model_key
 from infinity_rag.errors import (
     InfinityAPIError,
@@ -121,14 +121,8 @@ Translate = Callable[[VectorKindError], Exception]
 
 
 def rerank_operation(
-    query: str,
-    documents: Sequence[str],
+    rerank: Rerank,
     *,
-    model: str | None,
-    top_n: int | None,
-    raw_scores: bool,
-    return_documents: bool,
-    extra_body: Mapping[str, Any] | None,
     rerank_batch_size: int,
     embed_batch_size: int,
     late_interaction: bool | None,
@@ -143,32 +137,12 @@ def rerank_operation(
     teaches the client the model's shape, so later calls go straight there). A model that
     neither reranks nor gives matrices fails with the server's refusal, extended.
     """
-    late = partial(
-        late_rerank_operation,
-        query,
-        documents,
-        model=model,
-        top_n=top_n,
-        raw_scores=raw_scores,
-        return_documents=return_documents,
-        extra_body=extra_body,
-        batch_size=embed_batch_size,
-        shapes=shapes,
-    )
-    shape = shapes.get(model_key(model))
+    late = partial(late_rerank_operation, rerank, batch_size=embed_batch_size, shapes=shapes)
+    shape = shapes.get(model_key(rerank.model))
     known_multi = shape is not None and shape.multi_vector
     if late_interaction or (late_interaction is None and known_multi):
         return late(translate=_not_multi_vector)
-    cross = protocol.rerank_operation(
-        query,
-        documents,
-        model=model,
-        top_n=top_n,
-        raw_scores=raw_scores,
-        return_documents=return_documents,
-        extra_body=extra_body,
-        batch_size=rerank_batch_size,
-    )
+    cross = protocol.rerank_operation(rerank, rerank_batch_size)
     if late_interaction is False or shape is not None:
         return cross
     return _cross_or_late(cross, late)
@@ -188,52 +162,36 @@ def _cross_or_late(
 
 
 def late_rerank_operation(
-    query: str,
-    documents: Sequence[str],
-    *,
-    model: str | None,
-    top_n: int | None,
-    raw_scores: bool,
-    return_documents: bool,
-    extra_body: Mapping[str, Any] | None,
-    batch_size: int,
-    shapes: ShapeCache,
-    translate: Translate,
+    rerank: Rerank, *, batch_size: int, shapes: ShapeCache, translate: Translate
 ) -> Operation[RerankResult]:
     """Rerank ``documents`` by MaxSim: the query's matrix (one request, sent first and alone),
     then the documents' in chunks of ``batch_size``, each chunk scored as it arrives."""
     _numpy()  # before any request
-    if not documents:
-        return protocol.finished(RerankResult([], model or "", Usage()))
+    if not rerank.documents:
+        return protocol.finished(RerankResult([], rerank.model or "", Usage()))
     embed = partial(
         embed_chunks,
         target="multi",
         modality="text",
-        model=model,
+        model=rerank.model,
         encoding_format="base64",
         dimensions=None,
-        extra_body=extra_body,
+        extra_body=rerank.extra_body,
         as_numpy=True,
         shapes=shapes,
     )
     try:
-        query_chunks = embed([query], batch_size=1)  # a model of the wrong kind: refused here
+        query_chunks = embed([rerank.query], batch_size=1)  # a model of the wrong kind: here
     except VectorKindError as error:
         raise translate(error) from error
-    late = _LateRerank(documents, embed, batch_size, top_n, raw_scores, return_documents,
-                       model, translate)  # fmt: skip
-    return late.run(query_chunks)
+    return _LateRerank(rerank, embed, batch_size, translate).run(query_chunks)
 
 
 @dataclass(frozen=True, slots=True)
 class _LateRerank:
-    documents: Sequence[str]
+    rerank: Rerank
     embed: Callable[..., Chunks]
     batch_size: int
-    top_n: int | None
-    raw_scores: bool
-    return_documents: bool
-    model: str | None
     translate: Translate
 
     def run(self, query_chunks: Chunks) -> Operation[RerankResult]:
@@ -241,7 +199,7 @@ class _LateRerank:
             (part,) = yield from run_parallel(query_chunks.exchanges)
             matrices: MultiVectorArrayResult = query_chunks.combine([part])
             rows = unit_rows(matrices[0])
-            documents = self.embed(self.documents, batch_size=self.batch_size)
+            documents = self.embed(self.rerank.documents, batch_size=self.batch_size)
             scored = yield from run_parallel(
                 [_scored(exchange, documents.combine, rows) for exchange in documents.exchanges]
             )
@@ -251,8 +209,8 @@ class _LateRerank:
         items = [
             RerankItem(
                 index,
-                score if self.raw_scores else score / rows.shape[0],
-                self.documents[index] if self.return_documents else None,
+                score if self.rerank.raw_scores else score / rows.shape[0],
+                self.rerank.documents[index] if self.rerank.return_documents else None,
             )
             for index, score in enumerate(scores)
         ]
@@ -260,8 +218,8 @@ class _LateRerank:
         for chunk in scored:
             usage += chunk.usage
         named = [matrices.model, *(chunk.model for chunk in scored)]
-        answered = next((name for name in named if name), self.model or "")
-        return RerankResult(rank_items(items, self.top_n), answered, usage)
+        answered = next((name for name in named if name), self.rerank.model or "")
+        return RerankResult(rank_items(items, self.rerank.top_n), answered, usage)
 
 
 def _scored(

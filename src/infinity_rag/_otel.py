@@ -428,11 +428,7 @@ class _Call:
                 prompt = getattr(usage, "prompt_tokens", None)
                 if isinstance(prompt, int):
                     attributes["infinity_rag.usage.prompt_tokens"] = prompt
-            if cancelled:
-                attributes[CANCELLED] = True
-            if error_type is not None:
-                attributes["error.type"] = error_type
-            span.set_attributes(attributes)
+            _set_outcome(span, attributes, cancelled, error_type)
             if error is not None and not cancelled:
                 api = self._observer._api
                 _record_error(span, error)
@@ -503,11 +499,7 @@ class _Attempt:
             attributes: dict[str, Any] = {}
             if status_code is not None:
                 attributes["http.response.status_code"] = status_code
-            if cancelled:
-                attributes[CANCELLED] = True
-            if error_type is not None:
-                attributes["error.type"] = error_type
-            span.set_attributes(attributes)
+            _set_outcome(span, attributes, cancelled, error_type)
             if error_type is not None:
                 api = self._call._observer._api
                 if error is not None:
@@ -527,3 +519,14 @@ class _Attempt:
         if error_type is not None:
             metric["error.type"] = error_type
         self._call._observer._instruments.request_duration.record(duration, metric)
+
+
+def _set_outcome(
+    span: Span, attributes: dict[str, Any], cancelled: bool, error_type: str | None
+) -> None:
+    """``attributes`` set on ``span`` with how it ended (cancelled, or its error's type)."""
+    if cancelled:
+        attributes[CANCELLED] = True
+    if error_type is not None:
+        attributes["error.type"] = error_type
+    span.set_attributes(attributes)

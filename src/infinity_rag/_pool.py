@@ -2,14 +2,17 @@
 
 A client given several URLs (one Infinity replica per GPU, say) keeps a :class:`ReplicaPool`:
 
-- each request goes to the replica with the fewest requests in flight (LiteLLM's Router calls
-  this ``least-busy``); among those, the one sent the fewest requests so far, then at random;
+- each request goes to the replica its balancer (``infinity_rag._balance``) picks among those
+  in rotation: peak-EWMA latency x load with power of two choices, or the fewest requests in
+  flight (LiteLLM's Router calls this ``least-busy``); the balancer learns each try's latency;
 - a replica that fails (connection error, timeout, 5xx) is taken out of rotation for
   ``replica_backoff`` seconds, doubled with each consecutive failure up to
   ``max_replica_backoff`` (elastic-transport's dead-node backoff); a success resets it;
 - a replica that answers 429 is spared for its ``Retry-After`` without being counted as
   failed;
-- when every replica is out, the one whose time out ends first is tried rather than none.
+- when every replica is out, the one whose time out ends first is tried rather than none;
+- a replica whose tries lose two hedge races in a row (no answer between) is spared like
+  after a 429, ``replica_backoff`` seconds doubled with each further loss.
 
 :class:`Attempts` decides, for one request, where each try goes and how long to wait before
 it, with the client's :class:`RetryPolicy`: a retry goes to another
@@ -26,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from infinity_rag._balance import Balancer, make_balancer
 from infinity_rag._config import DEFAULT_MAX_RETRIES
 from infinity_rag.errors import (
     EncodingRefusedError,
@@ -36,7 +40,7 @@ from infinity_rag.errors import (
 )
 from infinity_rag.types import ReplicaState
 
-__all__ = ["Attempts", "Replica", "ReplicaPool", "RetryPolicy"]
+__all__ = ["Attempts", "Outrun", "Replica", "ReplicaPool", "RetryPolicy"]
 
 logger = logging.getLogger("infinity_rag")
 
@@ -78,9 +82,15 @@ class Replica:
     spared_until: float = 0.0  # clock() time until which it is spared (429 Retry-After)
     requests: int = 0
     failures: int = 0
+    outrun_in_a_row: int = 0  # tries in a row that lost a hedge race (no answer since)
 
     def resting_until(self) -> float:
         return max(self.out_until, self.spared_until)
+
+
+class Outrun(Exception):
+    """How a try that lost a hedge race ends: cancelled, the other copy having answered
+    first. It only tells the balancer that this replica took at least that long."""
 
 
 class ReplicaPool:
@@ -99,6 +109,7 @@ class ReplicaPool:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        balancer: str | Balancer = "least-busy",
     ) -> None:
         if not replicas:
             raise ValueError("a replica pool needs at least one URL")
@@ -109,6 +120,9 @@ class ReplicaPool:
         self._clock = clock
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()
+        self.balancer = (
+            make_balancer(balancer, rng=self._rng) if isinstance(balancer, str) else balancer
+        )
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -129,21 +143,16 @@ class ReplicaPool:
             ready = [r for r in self.replicas if r.resting_until() <= now]
             fresh = [r for r in ready if r not in avoid]
             if fresh or ready:
-                choice = self._least_busy(fresh or ready)
+                choice = self.balancer.pick(fresh or ready, now)
             else:  # every replica is out: the one back soonest, untried ones first
                 untried = [r for r in self.replicas if r not in avoid] or self.replicas
                 soonest = min(r.resting_until() for r in untried)
-                choice = self._least_busy([r for r in untried if r.resting_until() == soonest])
+                choice = self.balancer.pick(
+                    [r for r in untried if r.resting_until() == soonest], now
+                )
             choice.in_flight += 1
             choice.requests += 1
             return choice
-
-    def _least_busy(self, replicas: list[Replica]) -> Replica:
-        # Fewest in flight; among those, the one sent fewest requests so far (calls made one
-        # after another, or a first chunk sent alone, still take turns); then at random.
-        fewest = min((r.in_flight, r.requests) for r in replicas)
-        tied = [r for r in replicas if (r.in_flight, r.requests) == fewest]
-        return tied[0] if len(tied) == 1 else self._rng.choice(tied)
 
     def has_ready(self, avoid: Sequence[Replica] = ()) -> bool:
         """Whether a replica outside ``avoid`` is in rotation right now."""
@@ -153,8 +162,11 @@ class ReplicaPool:
 
     # --- outcomes ------------------------------------------------------------------------
 
-    def release(self, replica: Replica, error: BaseException | None = None) -> None:
-        """Record how a try on ``replica`` ended: ``None`` for an answer, or its error.
+    def release(
+        self, replica: Replica, error: BaseException | None = None, seconds: float | None = None
+    ) -> None:
+        """Record how a try on ``replica`` ended: ``None`` for an answer, or its error, and
+        how long it took (``seconds``: the balancer's latency estimate learns from it).
 
         A connection error, a timeout or a 5xx takes the replica out of rotation; a 429
         spares it for its ``Retry-After``; any other answer (a 400 included: the server is
@@ -164,7 +176,15 @@ class ReplicaPool:
         with self._lock:
             replica.in_flight -= 1
             now = self._clock()
-            if isinstance(error, EncodingRefusedError):
+            if seconds is not None:
+                if isinstance(error, InfinityConnectionError | Outrun):
+                    self.balancer.record_failure(replica, seconds, now)
+                elif error is None or isinstance(error, InfinityError):
+                    self.balancer.record(replica, seconds, now)
+                self._log_slowness(now)
+            if isinstance(error, Outrun):
+                self._outrun(replica, now)
+            elif isinstance(error, EncodingRefusedError):
                 self._answered(replica)  # the model's answer, not the server's failure
             elif isinstance(error, InfinityConnectionError | ServerError):
                 self._failed(replica, now, error)
@@ -173,6 +193,38 @@ class ReplicaPool:
                 replica.spared_until = max(replica.spared_until, now + wait)
             elif error is None or isinstance(error, InfinityError):
                 self._answered(replica)
+
+    def _outrun(self, replica: Replica, now: float) -> None:
+        """A replica whose tries lose hedge races twice in a row, with no answer between, is
+        stalled rather than slow (a GC pause, a throttled GPU, a stopped process): it is
+        spared as after a 429, ``backoff`` seconds doubled with each further loss, until it
+        answers again (Envoy's outlier ejection, for latency)."""
+        replica.outrun_in_a_row += 1
+        if replica.outrun_in_a_row < 2 or len(self.replicas) < 2:
+            return
+        pause = min(self.max_backoff, self.backoff * 2.0 ** (replica.outrun_in_a_row - 2))
+        replica.spared_until = max(replica.spared_until, now + pause)
+        logger.warning(
+            "Infinity replica %s lost %d hedge races in a row (no answer since): spared for %.1fs",
+            replica.shown,
+            replica.outrun_in_a_row,
+            pause,
+        )
+
+    def _log_slowness(self, now: float) -> None:
+        """A replica becoming much slower than the best, or recovering: logged once each."""
+        for change in self.balancer.slow_changes(now):
+            shown = next((r.shown for r in self.replicas if r.base_url == change.base_url), "?")
+            if change.slow:
+                logger.warning(
+                    "Infinity replica %s is slow (latency estimate %.0f ms, %.1fx the fastest):"
+                    " it gets less traffic until it recovers",
+                    shown,
+                    change.estimate * 1000,
+                    change.estimate / change.best if change.best > 0 else float("inf"),
+                )
+            else:
+                logger.info("Infinity replica %s is no longer slow", shown)
 
     def _failed(self, replica: Replica, now: float, error: BaseException) -> None:
         replica.failures += 1
@@ -198,6 +250,7 @@ class ReplicaPool:
             )
         replica.consecutive_failures = 0
         replica.out_until = 0.0
+        replica.outrun_in_a_row = 0
 
     # --- for logs and dashboards ---------------------------------------------------------
 
@@ -214,6 +267,7 @@ class ReplicaPool:
                     out_until=r.resting_until() + offset if r.resting_until() > now else None,
                     requests=r.requests,
                     failures=r.failures,
+                    latency=self.balancer.estimate(r, now),
                 )
                 for r in self.replicas
             ]
@@ -256,8 +310,13 @@ class Attempts:
         self._current = self._pool.acquire(self._tried)
         return self._current
 
-    def succeeded(self) -> None:
-        self._pool.release(self._take())
+    def succeeded(self, seconds: float | None = None) -> None:
+        self._pool.release(self._take(), None, seconds)
+
+    def outrun(self, seconds: float) -> None:
+        """The try was cancelled after ``seconds``: a hedged copy on another replica answered
+        first (not a failure; its replica took at least that long)."""
+        self._pool.release(self._take(), Outrun(), seconds)
 
     def abandoned(self) -> None:
         """The try ended by something that is not the server's doing (cancelled, interrupted)."""
@@ -265,7 +324,10 @@ class Attempts:
             self._pool.release(self._take(), KeyboardInterrupt())
 
     def failed(
-        self, error: InfinityError, describe: Callable[[InfinityError, int, float], None]
+        self,
+        error: InfinityError,
+        describe: Callable[[InfinityError, int, float], None],
+        seconds: float | None = None,
     ) -> float:
         """The pause before the next try; raises ``error`` when there is none to make.
 
@@ -275,7 +337,7 @@ class Attempts:
         replicas).
         """
         replica = self._take()
-        self._pool.release(replica, error)
+        self._pool.release(replica, error, seconds)
         if replica not in self._tried:
             self._tried.append(replica)
         if self._every_replica_once:

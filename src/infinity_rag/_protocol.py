@@ -21,18 +21,8 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
-from infinity_rag.errors import (
-    AuthenticationError,
-    EncodingRefusedError,
-    InfinityAPIError,
-    InvalidRequestError,
-    InvalidResponseError,
-    ModelCapabilityError,
-    ModelNotFoundError,
-    NotFoundError,
-    OverloadedError,
-    ServerError,
-)
+from infinity_rag import errors
+from infinity_rag.errors import InfinityAPIError, InvalidResponseError
 from infinity_rag.types import (
     ClassifyResult,
     ClassLabel,
@@ -257,23 +247,27 @@ class _RerankPart:
     usage: Usage
 
 
-def rerank_operation(
-    query: str,
-    documents: Sequence[str],
-    *,
-    model: str | None,
-    top_n: int | None,
-    raw_scores: bool,
-    return_documents: bool,
-    extra_body: Mapping[str, Any] | None,
-    batch_size: int,
-) -> Operation[RerankResult]:
+@dataclass(frozen=True, slots=True)
+class Rerank:
+    """A rerank call's checked arguments (however it is run: ``/rerank`` or MaxSim)."""
+
+    query: str
+    documents: Sequence[str]
+    model: str | None
+    top_n: int | None
+    raw_scores: bool
+    return_documents: bool
+    extra_body: Mapping[str, Any] | None
+
+
+def rerank_operation(rerank: Rerank, batch_size: int) -> Operation[RerankResult]:
     """Score ``documents`` against ``query``; past ``batch_size`` they are split and merged.
 
     ``top_n`` larger than the number of documents returns them all. With several chunks each
     asks for at most ``top_n`` (the overall best are among each chunk's best), and ``top_n``
     is applied again to the merged list.
     """
+    query, documents, model, top_n = rerank.query, rerank.documents, rerank.model, rerank.top_n
     exchanges = []
     for start, stop in chunks(len(documents), batch_size):
         chunk_top_n = None if top_n is None else min(top_n, stop - start)
@@ -283,10 +277,10 @@ def rerank_operation(
                 "query": query,
                 "documents": list(documents[start:stop]),
                 "top_n": chunk_top_n,
-                "return_documents": return_documents,
-                "raw_scores": True if raw_scores else None,
+                "return_documents": rerank.return_documents,
+                "raw_scores": True if rerank.raw_scores else None,
             },
-            extra_body,
+            rerank.extra_body,
         )
         expected = stop - start if chunk_top_n is None else chunk_top_n
         request = Request("POST", "/rerank", body, items=stop - start)
@@ -567,24 +561,26 @@ def error_from_response(status_code: int, content: bytes, url: str) -> InfinityA
     message, code = error_message(content)
     kind: type[InfinityAPIError]
     if status_code in (401, 403):
-        kind = AuthenticationError
+        kind = errors.AuthenticationError
         message += " (set api_key= or INFINITY_API_KEY to the server's --api-key)"
     elif status_code == 400 and "No connected db" in message:
-        kind = AuthenticationError  # LiteLLM without a database: the key is not its master key
+        kind = (
+            errors.AuthenticationError
+        )  # LiteLLM without a database: the key is not its master key
         message += " (a LiteLLM proxy without a database accepts only its master key)"
     elif status_code == 404:
-        kind = NotFoundError
+        kind = errors.NotFoundError
         message += " (check base_url: does the server use a --url-prefix such as /v1?)"
     elif status_code == 429:
-        kind = OverloadedError
+        kind = errors.OverloadedError
     elif status_code >= 500 and refused_packing(message) is not None:
-        kind = EncodingRefusedError
+        kind = errors.EncodingRefusedError
     elif status_code >= 500:
-        kind = ServerError
+        kind = errors.ServerError
     elif "ModelNotDeployedError" in message:
-        kind = ModelCapabilityError
+        kind = errors.ModelCapabilityError
     elif "Invalid model" in message or "model not found" in message.lower():
-        kind = ModelNotFoundError
+        kind = errors.ModelNotFoundError
     else:
-        kind = InvalidRequestError
+        kind = errors.InvalidRequestError
     return kind(message, status_code=status_code, url=url, code=code)

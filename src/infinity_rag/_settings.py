@@ -17,11 +17,13 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from pydantic import SecretStr
 
+from infinity_rag._balance import DEFAULT_BALANCER, Balancer, make_balancer
 from infinity_rag._config import (
     http_clients_cannot_travel,
     resolve_api_key,
     resolve_base_urls,
 )
+from infinity_rag._hedge import HedgePolicy, make_hedge_policy
 from infinity_rag._inputs import MAX_ITEMS_PER_REQUEST, check_batch_size, check_positive_int
 from infinity_rag._pool import check_backoff
 
@@ -44,6 +46,9 @@ class Settings:
     verify: Any
     replica_backoff: float
     max_replica_backoff: float
+    balancer: str | Balancer = DEFAULT_BALANCER
+    hedge: bool | HedgePolicy = True
+    deadline: float | None = None
 
     @classmethod
     def resolve(
@@ -60,12 +65,23 @@ class Settings:
         verify: Any,
         replica_backoff: float,
         max_replica_backoff: float,
+        balancer: str | Balancer = DEFAULT_BALANCER,
+        hedge: bool | HedgePolicy = True,
+        deadline: float | None = None,
     ) -> Settings:
         """The settings, with the environment's defaults; bad values raise, naming what is
         allowed."""
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
         check_backoff(replica_backoff, max_replica_backoff)
+        if isinstance(balancer, str):
+            make_balancer(balancer)  # an unknown name raises, naming the allowed ones
+        make_hedge_policy(hedge)  # likewise for hedge
+        ok = deadline is None or (
+            not isinstance(deadline, bool) and isinstance(deadline, int | float) and deadline > 0
+        )
+        if not ok:
+            raise ValueError(f"deadline must be a number of seconds > 0 or None, got {deadline!r}")
         return cls(
             base_urls=resolve_base_urls(base_url),
             api_key=resolve_api_key(api_key),
@@ -80,6 +96,9 @@ class Settings:
             verify=verify,
             replica_backoff=replica_backoff,
             max_replica_backoff=max_replica_backoff,
+            balancer=balancer,
+            hedge=hedge,
+            deadline=deadline,
         )
 
     def request_headers(self) -> dict[str, str]:
@@ -125,6 +144,9 @@ class Settings:
             "verify": self.verify,
             "replica_backoff": self.replica_backoff,
             "max_replica_backoff": self.max_replica_backoff,
+            "balancer": self.balancer,
+            "hedge": self.hedge,
+            "deadline": self.deadline,
         }
 
 

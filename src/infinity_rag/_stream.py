@@ -23,6 +23,7 @@ from collections.abc import (
     Coroutine,
     Generator,
     Iterable,
+    Iterator,
 )
 from typing import Any, Generic, TypeVar
 
@@ -103,6 +104,18 @@ class _Window(Generic[H]):
     def wants_chunk(self) -> bool:
         return not self.source_done and len(self.pending) < self.limit
 
+    def read(self, chunks: Iterator[list[str]]) -> list[str] | None:
+        """The source's next chunk, or ``None`` once it has ended (or failed: its error is
+        kept for :meth:`finish`)."""
+        try:
+            chunk = next(chunks, None)
+        except Exception as error:
+            self.end_source(error)
+            return None
+        if chunk is None:
+            self.end_source()
+        return chunk
+
     def end_source(self, error: Exception | None = None) -> None:
         self.source_done = True
         self.source_error = error
@@ -125,15 +138,7 @@ def stream(
     chunks = _chunks(source, size)
 
     def refill() -> None:
-        while window.wants_chunk:
-            try:
-                chunk = next(chunks, None)
-            except Exception as error:
-                window.end_source(error)
-                return
-            if chunk is None:
-                window.end_source()
-                return
+        while window.wants_chunk and (chunk := window.read(chunks)) is not None:
             window.pending.append(submit(chunk))
 
     def take() -> R:

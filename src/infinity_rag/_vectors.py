@@ -32,6 +32,7 @@ from functools import partial
 from typing import Any, Literal
 
 from infinity_rag import _protocol as protocol
+from infinity_rag import types as t
 from infinity_rag._arrays import ArraySink, require_numpy
 from infinity_rag._protocol import (
     JSON,
@@ -50,17 +51,6 @@ from infinity_rag.errors import (
     InvalidResponseError,
     VectorKindError,
 )
-from infinity_rag.types import (
-    EmbeddingArrayResult,
-    EmbeddingResult,
-    MultiVectorArrayResult,
-    MultiVectorResult,
-    PackedEmbeddingArrayResult,
-    PackedEmbeddingResult,
-    Packing,
-    Usage,
-    VectorShape,
-)
 
 Target = Literal["single", "multi", "packed"]
 """The kind of vector a client method returns."""
@@ -72,7 +62,7 @@ METHODS: dict[Target, str] = {
     "packed": "embed_packed",
 }
 
-_PACKED_RANGE: dict[Packing, tuple[int, int]] = {"ubinary": (0, 255), "binary": (-128, 127)}
+_PACKED_RANGE: dict[t.Packing, tuple[int, int]] = {"ubinary": (0, 255), "binary": (-128, 127)}
 
 
 class ShapeCache:
@@ -80,16 +70,16 @@ class ShapeCache:
     (``""``: the server's only model). Thread-safe; shared by every call of the client."""
 
     def __init__(self) -> None:
-        self._shapes: dict[str, VectorShape] = {}
+        self._shapes: dict[str, t.VectorShape] = {}
         # Single-vector models seen only with `dimensions`: their full width is still unknown.
         self._single: set[str] = set()
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> VectorShape | None:
+    def get(self, key: str) -> t.VectorShape | None:
         """The learned shape of ``key``'s vectors, or ``None``."""
         return self._shapes.get(key)
 
-    def learn(self, key: str, shape: VectorShape) -> None:
+    def learn(self, key: str, shape: t.VectorShape) -> None:
         """Record (or correct) what ``key``'s vectors look like."""
         with self._lock:
             self._shapes[key] = shape
@@ -111,7 +101,7 @@ class ShapeCache:
         """Whether a request to ``key`` can be read without asking for floats first."""
         return key in self._shapes or (dimensions is not None and key in self._single)
 
-    def snapshot(self) -> dict[str, VectorShape]:
+    def snapshot(self) -> dict[str, t.VectorShape]:
         """Every learned shape, by model name."""
         with self._lock:
             return dict(self._shapes)
@@ -122,11 +112,13 @@ def model_key(model: str | None) -> str:
     return model or ""
 
 
-def _target_of(shape: VectorShape) -> Target:
+def _target_of(shape: t.VectorShape) -> Target:
     return "multi" if shape.multi_vector else "packed" if shape.packing else "single"
 
 
-def kind_error(key: str, shape: VectorShape, wanted: Target, modality: Modality) -> VectorKindError:
+def kind_error(
+    key: str, shape: t.VectorShape, wanted: Target, modality: Modality
+) -> VectorKindError:
     """The error for asking ``wanted`` of a model whose vectors are ``shape``."""
     actual = _target_of(shape)
     method = METHODS[actual]
@@ -160,7 +152,7 @@ class _Part:
 
     values: Any
     model: str
-    usage: Usage
+    usage: t.Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +255,7 @@ def _chunk_exchange(
             raise
         request.shapes.forget(request.key)
         if request.target != "packed":
-            shape = VectorShape(0, packing=packing)  # its width is learned by embed_packed
+            shape = t.VectorShape(0, packing=packing)  # its width is learned by embed_packed
             raise kind_error(request.key, shape, request.target, request.modality) from error
         payload = yield dataclasses.replace(post, body=dict(body, encoding_format="float"))
     part = _parser(request, chunk, start, sink)(payload)
@@ -278,7 +270,7 @@ def _chunk_exchange(
 class _NeedsPacking:
     """A flat answer of whole numbers: its part, once the probe says whether it is packed."""
 
-    then: Callable[[Packing | None], _Part]
+    then: Callable[[t.Packing | None], _Part]
 
 
 def _request_body(
@@ -325,7 +317,7 @@ def _parser(
                               learning=False)  # fmt: skip
         if _whole_numbers(embeddings):
 
-            def then(packing: Packing | None) -> _Part:
+            def then(packing: t.Packing | None) -> _Part:
                 return _from_flat(request, packing, order, embeddings, start, sink, model,
                                   usage, learning=True)  # fmt: skip
 
@@ -346,7 +338,7 @@ def _whole_numbers(embeddings: list[Any]) -> bool:
     return all(v.is_integer() and -128 <= v <= 255 for v in first)
 
 
-def _probe(request: _Request, text: str) -> Exchange[Packing | None]:
+def _probe(request: _Request, text: str) -> Exchange[t.Packing | None]:
     """One input asked for as base64: refused (500) by a bit-packed model, naming its packing."""
     probe = dataclasses.replace(request, dimensions=None, as_numpy=False)
     try:
@@ -361,13 +353,13 @@ def _probe(request: _Request, text: str) -> Exchange[Packing | None]:
 
 def _from_flat(
     request: _Request,
-    packing: Packing | None,
+    packing: t.Packing | None,
     order: list[int],
     embeddings: list[Any],
     start: int,
     sink: ArraySink | None,
     model: str,
-    usage: Usage,
+    usage: t.Usage,
     *,
     learning: bool,
 ) -> _Part:
@@ -375,17 +367,17 @@ def _from_flat(
     first = next((e for e in embeddings if isinstance(e, list)), None)
     if learning:
         if packing is not None and first is not None:
-            request.shapes.learn(request.key, VectorShape(len(first), packing=packing))
+            request.shapes.learn(request.key, t.VectorShape(len(first), packing=packing))
         elif request.dimensions is None and first is not None:
-            request.shapes.learn(request.key, VectorShape(len(first)))
+            request.shapes.learn(request.key, t.VectorShape(len(first)))
         else:
             request.shapes.learn_single_kind(request.key)
     if packing is None and request.target != "single":
-        shape = request.shapes.get(request.key) or VectorShape(len(first or ()))
+        shape = request.shapes.get(request.key) or t.VectorShape(len(first or ()))
         raise kind_error(request.key, shape, request.target, request.modality)
     if packing is not None:
         if request.target != "packed":
-            shape = request.shapes.get(request.key) or VectorShape(
+            shape = request.shapes.get(request.key) or t.VectorShape(
                 len(first or ()), packing=packing
             )
             raise kind_error(request.key, shape, request.target, request.modality)
@@ -438,13 +430,13 @@ def _single_width(request: _Request, vector: list[float], index: int) -> list[fl
 
 def _from_base64(
     request: _Request,
-    shape: VectorShape | None,
+    shape: t.VectorShape | None,
     order: list[int],
     embeddings: list[str],
     start: int,
     sink: ArraySink | None,
     model: str,
-    usage: Usage,
+    usage: t.Usage,
 ) -> _Part:
     if shape is not None and shape.multi_vector:
         return _multi_from_base64(request, shape, order, embeddings, model, usage)
@@ -458,12 +450,12 @@ def _from_base64(
                 "each (a multi-vector model behind a proxy that ignores encoding_format?)"
             )
     if request.target != "single":
-        raise kind_error(request.key, shape or VectorShape(0), request.target, request.modality)
+        raise kind_error(request.key, shape or t.VectorShape(0), request.target, request.modality)
     return _from_flat(request, None, order, embeddings, start, sink, model, usage, learning=False)
 
 
 def _multi_from_floats(
-    request: _Request, order: list[int], embeddings: list[list[Any]], model: str, usage: Usage
+    request: _Request, order: list[int], embeddings: list[list[Any]], model: str, usage: t.Usage
 ) -> _Part:
     widths = {len(row) for matrix in embeddings for row in matrix}
     if len(widths) != 1:
@@ -471,9 +463,9 @@ def _multi_from_floats(
             f"a multi-vector answer whose rows have {sorted(widths)[:4]} values: not a matrix"
         )
     width = widths.pop()
-    request.shapes.learn(request.key, VectorShape(width, multi_vector=True))
+    request.shapes.learn(request.key, t.VectorShape(width, multi_vector=True))
     if request.target != "multi":
-        shape = VectorShape(width, multi_vector=True)
+        shape = t.VectorShape(width, multi_vector=True)
         raise kind_error(request.key, shape, request.target, request.modality)
     for index, matrix in zip(order, embeddings, strict=True):
         for row in matrix:
@@ -493,11 +485,11 @@ def _multi_from_floats(
 
 def _multi_from_base64(
     request: _Request,
-    shape: VectorShape,
+    shape: t.VectorShape,
     order: list[int],
     embeddings: list[str],
     model: str,
-    usage: Usage,
+    usage: t.Usage,
 ) -> _Part:
     if request.target != "multi":
         raise kind_error(request.key, shape, request.target, request.modality)
@@ -524,11 +516,11 @@ def _multi_from_base64(
 
 def _packed(
     request: _Request,
-    packing: Packing,
+    packing: t.Packing,
     order: list[int],
     embeddings: list[Any],
     model: str,
-    usage: Usage,
+    usage: t.Usage,
 ) -> _Part:
     low, high = _PACKED_RANGE[packing]
     shape = request.shapes.get(request.key)
@@ -559,28 +551,28 @@ def _packed(
 
 def _combine(request: _Request, parts: list[_Part], *, sink: ArraySink | None) -> Any:
     model = next((part.model for part in parts if part.model), request.model or "")
-    usage = Usage()
+    usage = t.Usage()
     for part in parts:
         usage += part.usage
     shape = request.shapes.get(request.key)
     if request.target == "single":
         if sink is not None:
-            return EmbeddingArrayResult(sink.array(), model, usage)
-        return EmbeddingResult([v for part in parts for v in part.values], model, usage)
+            return t.EmbeddingArrayResult(sink.array(), model, usage)
+        return t.EmbeddingResult([v for part in parts for v in part.values], model, usage)
     width = shape.width if shape is not None else 0
     if request.target == "multi":
         matrices = [m for part in parts for m in part.values]
-        kind = MultiVectorArrayResult if request.as_numpy else MultiVectorResult
+        kind = t.MultiVectorArrayResult if request.as_numpy else t.MultiVectorResult
         return kind(matrices, model, width, usage)
-    packing: Packing = shape.packing if shape is not None and shape.packing else "ubinary"
+    packing: t.Packing = shape.packing if shape is not None and shape.packing else "ubinary"
     if request.as_numpy:
         np = require_numpy()
         dtype = np.uint8 if packing == "ubinary" else np.int8
         blocks = [part.values for part in parts]
         array = np.concatenate(blocks) if blocks else np.empty((0, width), dtype=dtype)
-        return PackedEmbeddingArrayResult(array, model, packing, width * 8, usage)
+        return t.PackedEmbeddingArrayResult(array, model, packing, width * 8, usage)
     vectors = [v for part in parts for v in part.values]
-    return PackedEmbeddingResult(vectors, model, packing, width * 8, usage)
+    return t.PackedEmbeddingResult(vectors, model, packing, width * 8, usage)
 
 
 #: What a framework class's user does with each other kind of vector instead.

@@ -23,6 +23,7 @@ from pydantic import SecretStr
 
 from infinity_rag import _maxsim, _vectors
 from infinity_rag import _protocol as protocol
+from infinity_rag._balance import DEFAULT_BALANCER, Balancer
 from infinity_rag._config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_CONCURRENCY,
@@ -33,6 +34,7 @@ from infinity_rag._config import (
 )
 from infinity_rag._embed_api import EmbeddingMethods
 from infinity_rag._engine import Engine
+from infinity_rag._hedge import HedgePolicy, make_hedge_policy
 from infinity_rag._inputs import (
     MAX_ITEMS_PER_REQUEST,
     check_batch_size,
@@ -59,12 +61,13 @@ __all__ = ["InfinityClient"]
 class InfinityClient(EmbeddingMethods):
     """A client for an Infinity server (``infinity_emb v2``), sync and async.
 
-    One instance holds one pooled ``httpx.Client`` and, per event loop, one
-    ``httpx.AsyncClient`` (closed when its loop shuts down), both made on first use. Share it
-    between threads, tasks and framework classes; close it with ``close()`` / ``aclose()`` or
-    a ``with`` block. Given several URLs (replicas), it sends each request to the least busy
-    one and leaves failed ones out of rotation for a while (see :meth:`replicas`). It
-    pickles, for worker processes, as its settings (the API key included).
+    One instance holds, per event loop, one pooled ``httpx.AsyncClient`` (closed when its
+    loop shuts down), made on first use; sync calls run on one event loop thread shared by
+    the process's clients. Share it between threads, tasks and framework classes; close it
+    with ``close()`` / ``aclose()`` or a ``with`` block. Given several URLs (replicas), it
+    sends each request to the fastest, least loaded one, hedges a slow query to another and
+    leaves failed ones out of rotation for a while (see :meth:`replicas`). It pickles, for
+    worker processes, as its settings (the API key included).
 
     Setup:
         ```bash
@@ -90,6 +93,18 @@ class InfinityClient(EmbeddingMethods):
         replica_backoff: with several replicas, seconds a failed one is left out of
             rotation; doubled with each consecutive failure, reset by a success.
         max_replica_backoff: the longest a failed replica is left out.
+        balancer: how a replica is chosen for each request: ``"peak-ewma"`` (the default:
+            power of two choices over each replica's peak-EWMA latency x (requests in flight
+            + 1), as Finagle and Linkerd do; a slow replica gets less traffic, and more again
+            once it recovers) or ``"least-busy"`` (fewest requests in flight).
+        hedge: for a call that is one request (a query's embedding, a rerank within one
+            request), send a copy to another replica when no answer has come after the 95th
+            percentile of recent latencies, take the first answer and cancel the other; at
+            most 5% more requests (a budget). ``False`` turns it off; a ``HedgePolicy`` sets
+            the quantile and budget.
+        deadline: seconds each call may take in all (retries, hedges and waits included);
+            past it, the call raises ``InfinityTimeoutError`` naming the replicas tried and
+            nothing keeps running. ``None`` (default): only ``timeout`` per request applies.
 
     Embed:
         ```python
@@ -124,6 +139,9 @@ class InfinityClient(EmbeddingMethods):
         http_async_client: httpx.AsyncClient | None = None,
         replica_backoff: float = DEFAULT_REPLICA_BACKOFF,
         max_replica_backoff: float = DEFAULT_MAX_REPLICA_BACKOFF,
+        balancer: str | Balancer = DEFAULT_BALANCER,
+        hedge: bool | HedgePolicy = True,
+        deadline: float | None = None,
     ) -> None:
         settings = Settings.resolve(
             base_url=base_url,
@@ -137,6 +155,9 @@ class InfinityClient(EmbeddingMethods):
             verify=verify,
             replica_backoff=replica_backoff,
             max_replica_backoff=max_replica_backoff,
+            balancer=balancer,
+            hedge=hedge,
+            deadline=deadline,
         )
         self._config = settings
         self.base_urls = settings.base_urls
@@ -147,11 +168,13 @@ class InfinityClient(EmbeddingMethods):
         self.rerank_batch_size = settings.rerank_batch_size
         self.max_concurrency = settings.max_concurrency
         self.verify = settings.tls_verify()
+        self.deadline = deadline
         self._injected = http_client is not None or http_async_client is not None
         self._pool = ReplicaPool(
             [Replica(url, server_root(url), masked(url)) for url in self.base_urls],
             backoff=replica_backoff,
             max_backoff=max_replica_backoff,
+            balancer=balancer,
         )
         # What each model's vectors look like, learned from its answers (see _vectors).
         self._shapes = _vectors.ShapeCache()
@@ -171,6 +194,7 @@ class InfinityClient(EmbeddingMethods):
             http_async_client=http_async_client,
             # OpenTelemetry spans and metrics when opentelemetry-api is installed (else None).
             observer=make_observer(self.replicas),
+            hedge=make_hedge_policy(hedge),
         )
 
     @property
@@ -306,14 +330,17 @@ class InfinityClient(EmbeddingMethods):
         sizes = (
             (self.rerank_batch_size, self.batch_size) if batch_size is None else (batch_size,) * 2
         )
-        return _maxsim.rerank_operation(
+        rerank = protocol.Rerank(
             check_query(query),
             check_texts(documents, "documents"),
-            model=model,
-            top_n=check_optional_positive_int(top_n, "top_n"),
-            raw_scores=bool(raw_scores),
-            return_documents=bool(return_documents),
-            extra_body=extra_body,
+            model,
+            check_optional_positive_int(top_n, "top_n"),
+            bool(raw_scores),
+            bool(return_documents),
+            extra_body,
+        )
+        return _maxsim.rerank_operation(
+            rerank,
             rerank_batch_size=check_batch_size(sizes[0], "batch_size", MAX_ITEMS_PER_REQUEST),
             embed_batch_size=check_batch_size(sizes[1], "batch_size", MAX_ITEMS_PER_REQUEST),
             late_interaction=late_interaction,

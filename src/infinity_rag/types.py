@@ -357,6 +357,9 @@ class ReplicaState:
     out_until: float | None
     requests: int
     failures: int
+    #: The replica's latency estimate in seconds (a peak-sensitive moving average of its
+    #: answers' latencies), ``None`` before its first answer.
+    latency: float | None = None
 
     @property
     def available(self) -> bool:

@@ -7,7 +7,7 @@ or adopts the one passed as ``client``.
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import httpx
 from langchain_core.load.serializable import Serializable
@@ -39,6 +39,9 @@ _CONNECTION_FIELDS = (
     "http_async_client",
     "replica_backoff",
     "max_replica_backoff",
+    "balancer",
+    "hedge",
+    "deadline",
 )
 
 
@@ -51,7 +54,7 @@ class InfinityBase(Serializable):
         validate_default=True,
     )
     """The server's URL, including any ``--url-prefix`` such as ``/v1``; or a list of
-    replicas' URLs (requests go to the least busy, failed ones are left out for a while).
+    replicas' URLs (requests go to the fastest, least loaded; failed ones are left out for a while).
 
     Read from ``INFINITY_API_BASE``, then ``INFINITY_API_URL`` (one URL, or several separated
     by commas), if not passed; defaults to ``http://localhost:7997``."""
@@ -79,6 +82,19 @@ class InfinityBase(Serializable):
 
     max_replica_backoff: float = Field(default=DEFAULT_MAX_REPLICA_BACKOFF, ge=0)
     """With several replicas: the longest a failed one is left out."""
+
+    balancer: Literal["peak-ewma", "least-busy"] = "peak-ewma"
+    """With several replicas: how each request's replica is chosen (``"peak-ewma"``: by
+    latency and load; ``"least-busy"``: fewest requests in flight)."""
+
+    hedge: bool = True
+    """With several replicas: send a copy of a slow one-request call (a query) to another
+    replica after the 95th percentile of recent latencies; first answer wins (at most 5% more
+    requests)."""
+
+    deadline: float | None = Field(default=None, gt=0)
+    """Seconds each call may take in all (retries and hedges included); ``None``: no limit
+    beyond ``timeout`` per request."""
 
     http_client: httpx.Client | None = Field(default=None, exclude=True)
     """Your own ``httpx.Client`` for sync calls (proxies, TLS, transports); not closed here."""
@@ -154,6 +170,9 @@ class InfinityBase(Serializable):
             http_async_client=self.http_async_client,
             replica_backoff=self.replica_backoff,
             max_replica_backoff=self.max_replica_backoff,
+            balancer=self.balancer,
+            hedge=self.hedge,
+            deadline=self.deadline,
         )
         return self
 

@@ -32,14 +32,13 @@ class InfinityRerank(InfinityBase, BaseDocumentCompressor):
     cross-encoder or a late-interaction (ColBERT) model.
 
     Setup:
-        Install ``infinity-rag`` with the LangChain extra, run an Infinity server with a
-        reranker (``infinity_emb v2 --model-id mixedbread-ai/mxbai-rerank-xsmall-v1``) and
-        point to it.
+        Install ``infinity-rag`` with the LangChain extra, serve a reranker and point to it
+        (and its ``--api-key``, if it has one, in ``INFINITY_API_KEY``).
 
         ```bash
         pip install -U "infinity-rag[langchain]"
+        infinity_emb v2 --model-id mixedbread-ai/mxbai-rerank-xsmall-v1 --port 7997 &
         export INFINITY_API_BASE="http://localhost:7997"
-        export INFINITY_API_KEY="your-api-key"  # if the server runs with --api-key
         ```
 
     Key init args — rerank params:
@@ -60,16 +59,10 @@ class InfinityRerank(InfinityBase, BaseDocumentCompressor):
             by MaxSim on the client (needs numpy); ``False``: a cross-encoder.
 
     Key init args — client params:
-        base_url: str
-            The server's URL; ``INFINITY_API_BASE`` / ``INFINITY_API_URL`` if not passed.
-        api_key: SecretStr | None
-            The server's ``--api-key``; ``INFINITY_API_KEY`` if not passed.
-        timeout: float | None
-            Seconds per request.
-        max_retries: int
-            Retries of connection errors, 429 and 5xx answers.
-        client: InfinityClient | None
-            An ``InfinityClient`` to share with other classes instead of building one.
+        base_url, api_key, timeout, max_retries, client
+            As for :class:`~infinity_rag.langchain.InfinityEmbeddings` (the server's URL
+            and ``--api-key``, defaulting to ``INFINITY_API_BASE`` and ``INFINITY_API_KEY``;
+            a shared ``InfinityClient`` instead of building one).
 
     See full list of supported init args and their descriptions in the params section.
 

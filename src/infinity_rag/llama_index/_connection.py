@@ -7,7 +7,7 @@ the connection fields when the component is created. No call ever opens a new HT
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import httpx
 from llama_index.core.bridge.pydantic import (
@@ -41,6 +41,9 @@ _CLIENT_SETTINGS = (
     "async_http_client",
     "replica_backoff",
     "max_replica_backoff",
+    "balancer",
+    "hedge",
+    "deadline",
 )
 
 
@@ -60,9 +63,9 @@ class InfinityConnection(BaseModel):
     base_url: str | list[str] | None = Field(
         default=None,
         description="The server's URL with any --url-prefix, or a list of replicas' URLs "
-        "(requests go to the least busy; failed ones are left out for a while); default: "
-        "INFINITY_API_BASE, then INFINITY_API_URL (several URLs separated by commas), then "
-        "http://localhost:7997.",
+        "(requests go to the fastest, least loaded; failed ones are left out for a while); "
+        "default: INFINITY_API_BASE, then INFINITY_API_URL (several URLs separated by "
+        "commas), then http://localhost:7997.",
     )
     api_key: SecretStr | None = Field(
         default=None,
@@ -92,6 +95,21 @@ class InfinityConnection(BaseModel):
         default=DEFAULT_MAX_REPLICA_BACKOFF,
         ge=0,
         description="With several replicas: the longest a failed one is left out.",
+    )
+    balancer: Literal["peak-ewma", "least-busy"] = Field(
+        default="peak-ewma",
+        description="With several replicas: how each request's replica is chosen "
+        "(peak-ewma: by latency and load; least-busy: fewest requests in flight).",
+    )
+    hedge: bool = Field(
+        default=True,
+        description="With several replicas: send a copy of a slow one-request call (a query) "
+        "to another replica after the p95 of recent latencies; at most 5% more requests.",
+    )
+    deadline: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds each call may take in all (retries and hedges included).",
     )
     extra_body: dict[str, Any] | None = Field(
         default=None, description="Extra JSON fields added to every request body."
@@ -142,6 +160,9 @@ class InfinityConnection(BaseModel):
                 http_async_client=self.async_http_client,
                 replica_backoff=self.replica_backoff,
                 max_replica_backoff=self.max_replica_backoff,
+                balancer=self.balancer,
+                hedge=self.hedge,
+                deadline=self.deadline,
             )
             return self
         clashing = [

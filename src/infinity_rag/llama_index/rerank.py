@@ -34,8 +34,8 @@ class InfinityRerank(InfinityConnection, BaseNodePostprocessor):
     Setup:
         ```bash
         pip install "infinity-rag[llama-index]"
-        export INFINITY_API_BASE=http://localhost:7997   # the server's URL (with its prefix)
-        export INFINITY_API_KEY=...                      # if the server runs with --api-key
+        infinity_emb v2 --model-id mixedbread-ai/mxbai-rerank-xsmall-v1   # a reranker
+        export INFINITY_API_BASE=http://localhost:7997  # its URL; INFINITY_API_KEY if needed
         ```
 
     Key init args:
