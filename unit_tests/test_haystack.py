@@ -408,6 +408,9 @@ ALL = [
         ({"timeout": 0}, ValueError, "timeout"),
         ({"max_retries": -1}, ValueError, "max_retries"),
         ({"max_concurrency": 0}, ValueError, "max_concurrency"),
+        ({"deadline": 0}, ValueError, "deadline"),
+        ({"balancer": "random"}, ValueError, "balancer"),
+        ({"hedge": "yes"}, TypeError, "hedge"),
         ({"extra_body": "x"}, TypeError, "extra_body"),
         ({"client": "http://a:1"}, TypeError, "InfinityClient"),
     ],
@@ -453,7 +456,13 @@ def test_a_plain_string_key_is_refused_without_being_shown(cls: type) -> None:
 @pytest.mark.parametrize("cls", ALL)
 def test_connection_settings_clash_with_a_shared_client(cls: type) -> None:
     client = InfinityClient(base_url=FAKE_URL)
-    for kwargs in ({"base_url": FAKE_URL}, {"timeout": 3}, {"api_key": Secret.from_token(KEY)}):
+    for kwargs in (
+        {"base_url": FAKE_URL},
+        {"timeout": 3},
+        {"deadline": 3},
+        {"hedge": False},
+        {"api_key": Secret.from_token(KEY)},
+    ):
         with pytest.raises(TypeError, match="cannot be combined with client=") as caught:
             cls("m", client=client, **kwargs)
         assert KEY not in str(caught.value)
@@ -467,6 +476,9 @@ def test_warm_up_builds_the_client_from_the_settings(monkeypatch: pytest.MonkeyP
         api_key=Secret.from_env_var("MY_INFINITY_KEY"),
         timeout=7,
         max_retries=5,
+        balancer="least-busy",
+        hedge=False,
+        deadline=30,
     )
     assert embedder._client is None  # nothing is built before warm_up
     embedder.warm_up()
@@ -477,6 +489,7 @@ def test_warm_up_builds_the_client_from_the_settings(monkeypatch: pytest.MonkeyP
     assert client.api_key.get_secret_value() == KEY
     assert client.timeout == 7.0
     assert client.retry.max_retries == 5
+    assert client.deadline == 30
     assert KEY not in repr(client)
     embedder.warm_up()
     assert embedder._client is client  # warm_up twice builds one client
@@ -537,6 +550,9 @@ def test_to_dict_from_dict_round_trip_with_the_key_as_its_variable(
         api_key=Secret.from_env_var("MY_INFINITY_KEY"),
         timeout=9.5,
         max_retries=4,
+        balancer="least-busy",
+        hedge=False,
+        deadline=12.0,
         extra_body={"user": "me"},
         **kwargs,
     )
@@ -548,6 +564,7 @@ def test_to_dict_from_dict_round_trip_with_the_key_as_its_variable(
     assert params["base_url"] == ["http://a.test:1", "http://b.test:2"]
     assert params["timeout"] == 9.5
     assert params["max_retries"] == 4
+    assert (params["balancer"], params["hedge"], params["deadline"]) == ("least-busy", False, 12.0)
     for name, value in kwargs.items():
         assert params[name] == value
     again = cls.from_dict(data)
@@ -598,11 +615,14 @@ def test_a_pipeline_saves_and_loads_the_components(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_shared_client_is_saved_as_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    client = InfinityClient(base_url=["http://a.test:1", "http://b.test:2"], max_retries=6)
+    client = InfinityClient(
+        base_url=["http://a.test:1", "http://b.test:2"], max_retries=6, deadline=9.0
+    )
     params = InfinityTextEmbedder("m", client=client).to_dict()["init_parameters"]
     assert params["base_url"] == ["http://a.test:1", "http://b.test:2"]
     assert params["max_retries"] == 6
     assert params["timeout"] == client.timeout
+    assert params["deadline"] == 9.0
     keyed = InfinityTextEmbedder("m", client=InfinityClient(base_url=FAKE_URL, api_key=KEY))
     with pytest.raises(ValueError, match="cannot be saved") as caught:
         keyed.to_dict()  # INFINITY_API_KEY does not hold that key: it would be lost

@@ -32,6 +32,9 @@ from infinity_rag.client import InfinityClient
 #: Constructor arguments that are not saved: the shared client is saved as its settings.
 _NOT_SAVED = ("self", "client")
 
+#: The ``balancer`` names :class:`~infinity_rag.InfinityClient` takes.
+BALANCERS = ("peak-ewma", "least-busy")
+
 #: The default ``api_key``: ``INFINITY_API_KEY`` if it is set, else no key.
 DEFAULT_API_KEY = Secret.from_env_var(API_KEY_ENV_VAR, strict=False)
 
@@ -49,6 +52,9 @@ class InfinityComponent:
     timeout: float | None
     max_retries: int | None
     max_concurrency: int | None
+    balancer: str | None
+    hedge: bool | None
+    deadline: float | None
     extra_body: dict[str, Any] | None
 
     def _connect(  # positional: every constructor passes them all, in this order
@@ -59,6 +65,9 @@ class InfinityComponent:
         timeout: float | None,
         max_retries: int | None,
         max_concurrency: int | None,
+        balancer: str | None,
+        hedge: bool | None,
+        deadline: float | None,
         extra_body: dict[str, Any] | None,
         client: InfinityClient | None,
     ) -> None:
@@ -74,10 +83,17 @@ class InfinityComponent:
                 f'Secret.from_env_var("{API_KEY_ENV_VAR}") or Secret.from_token(...), '
                 f"got a {type(api_key).__name__}"
             )
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout <= 0
-        ):
-            raise ValueError(f"{owner}: timeout must be a number of seconds > 0, got {timeout!r}")
+        for name, seconds in (("timeout", timeout), ("deadline", deadline)):
+            if seconds is not None and (
+                isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or seconds <= 0
+            ):
+                raise ValueError(
+                    f"{owner}: {name} must be a number of seconds > 0, got {seconds!r}"
+                )
+        if balancer is not None and balancer not in BALANCERS:
+            raise ValueError(f"{owner}: balancer must be one of {BALANCERS}, got {balancer!r}")
+        if hedge is not None and not isinstance(hedge, bool):
+            raise TypeError(f"{owner}: hedge must be True, False or None, got {hedge!r}")
         if max_retries is not None and (
             isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
         ):
@@ -97,6 +113,9 @@ class InfinityComponent:
                     ("base_url", base_url),
                     ("timeout", timeout),
                     ("max_retries", max_retries),
+                    ("balancer", balancer),
+                    ("hedge", hedge),
+                    ("deadline", deadline),
                 )
                 if value is not None
             ]
@@ -110,6 +129,9 @@ class InfinityComponent:
         self.timeout = timeout
         self.max_retries = max_retries
         self.max_concurrency = max_concurrency
+        self.balancer = balancer
+        self.hedge = hedge
+        self.deadline = deadline
         self.extra_body = extra_body
         self._shared_client = client
         self._client: InfinityClient | None = client
@@ -120,12 +142,19 @@ class InfinityComponent:
         """Build the :class:`~infinity_rag.InfinityClient` (no request is sent); ``run`` and
         ``run_async`` call it when needed. With a shared ``client``, nothing to do."""
         if self._client is None:
+            # None: the client's default (a balancer by latency, hedging on, no deadline).
+            replicas: dict[str, Any] = {
+                "balancer": self.balancer,
+                "hedge": self.hedge,
+                "deadline": self.deadline,
+            }
             self._client = InfinityClient(
                 base_url=self.base_url,
                 # An unset INFINITY_API_KEY (strict=False) resolves to None: no key.
                 api_key=self.api_key.resolve_value(),
                 timeout=DEFAULT_TIMEOUT if self.timeout is None else float(self.timeout),
                 max_retries=DEFAULT_MAX_RETRIES if self.max_retries is None else self.max_retries,
+                **{name: value for name, value in replicas.items() if value is not None},
             )
 
     def close(self) -> None:
@@ -152,7 +181,7 @@ class InfinityComponent:
         """The component as a dictionary (for ``Pipeline.dumps`` / YAML): its constructor's
         arguments. The API key is saved as its environment variable's name; a token
         ``Secret`` raises ``ValueError``. A shared ``client`` is saved as its URL(s), timeout
-        and retries (its key as ``api_key``'s variable, which must hold the same key);
+        retries and deadline (its key as ``api_key``'s variable, which must hold the same key);
         loading builds a client of its own."""
         names = inspect.signature(type(self).__init__).parameters
         parameters = {name: getattr(self, name) for name in names if name not in _NOT_SAVED}
@@ -189,6 +218,7 @@ def _client_settings(client: InfinityClient, api_key: Secret) -> dict[str, Any]:
         "base_url": resolve_base_url_field(client.base_urls),
         "timeout": timeout,
         "max_retries": client.retry.max_retries,
+        "deadline": client.deadline,
     }
 
 

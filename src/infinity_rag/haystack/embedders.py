@@ -99,6 +99,9 @@ class InfinityTextEmbedder(_Embedder):
         timeout: float | None = None,
         max_retries: int | None = None,
         max_concurrency: int | None = None,
+        balancer: Literal["peak-ewma", "least-busy"] | None = None,
+        hedge: bool | None = None,
+        deadline: float | None = None,
         extra_body: dict[str, Any] | None = None,
         client: InfinityClient | None = None,
     ) -> None:
@@ -121,13 +124,21 @@ class InfinityTextEmbedder(_Embedder):
             max_retries: Retries of connection errors, timeouts, 429 and 5xx answers, with
                 backoff; ``None``: 2.
             max_concurrency: Requests of one call in flight at once; ``None``: 4.
+            balancer: With several replicas, how each request's replica is chosen:
+                ``"peak-ewma"`` (by latency and load) or ``"least-busy"``; ``None``: the
+                client's (``"peak-ewma"``).
+            hedge: With several replicas, send a copy of a slow one-request call (a query) to
+                another replica (at most 5% more requests); ``None``: the client's (on).
+            deadline: Seconds each call may take in all (retries and hedges included);
+                ``None``: no limit but ``timeout`` per request.
             extra_body: Fields added to every request body as they are.
             client: An ``InfinityClient`` to share with other components (one connection
-                pool); ``base_url``, ``api_key``, ``timeout`` and ``max_retries`` are then
-                its own and cannot be passed.
+                pool); the connection settings above (but ``max_concurrency`` and
+                ``extra_body``) are then its own and cannot be passed.
         """
         self._connect(
-            model, base_url, api_key, timeout, max_retries, max_concurrency, extra_body, client
+            *(model, base_url, api_key, timeout, max_retries, max_concurrency),
+            *(balancer, hedge, deadline, extra_body, client),
         )
         check_strings(type(self).__name__, prefix=prefix, suffix=suffix)
         self.prefix = prefix
@@ -222,6 +233,9 @@ class InfinityDocumentEmbedder(_Embedder):
         timeout: float | None = None,
         max_retries: int | None = None,
         max_concurrency: int | None = None,
+        balancer: Literal["peak-ewma", "least-busy"] | None = None,
+        hedge: bool | None = None,
+        deadline: float | None = None,
         extra_body: dict[str, Any] | None = None,
         client: InfinityClient | None = None,
     ) -> None:
@@ -245,12 +259,16 @@ class InfinityDocumentEmbedder(_Embedder):
             timeout: Seconds to wait for each request; ``None``: 120.
             max_retries: Retries of connection errors, timeouts, 429 and 5xx; ``None``: 2.
             max_concurrency: Requests in flight at once; ``None``: 4.
+            balancer: ``"peak-ewma"`` or ``"least-busy"`` (``None``: the client's).
+            hedge: Copy slow one-request calls to another replica (``None``: the client's).
+            deadline: Seconds a whole call may take (``None``: ``timeout`` per request only).
             extra_body: Fields added to every request body as they are.
-            client: An ``InfinityClient`` to share with other components; ``base_url``,
-                ``api_key``, ``timeout`` and ``max_retries`` are then its own.
+            client: An ``InfinityClient`` to share with other components; the connection
+                settings (but ``max_concurrency`` and ``extra_body``) are then its own.
         """
         self._connect(
-            model, base_url, api_key, timeout, max_retries, max_concurrency, extra_body, client
+            *(model, base_url, api_key, timeout, max_retries, max_concurrency),
+            *(balancer, hedge, deadline, extra_body, client),
         )
         owner = type(self).__name__
         check_strings(owner, prefix=prefix, suffix=suffix, embedding_separator=embedding_separator)
@@ -371,6 +389,9 @@ class InfinityDocumentImageEmbedder(_Embedder):
         timeout: float | None = None,
         max_retries: int | None = None,
         max_concurrency: int | None = None,
+        balancer: Literal["peak-ewma", "least-busy"] | None = None,
+        hedge: bool | None = None,
+        deadline: float | None = None,
         extra_body: dict[str, Any] | None = None,
         client: InfinityClient | None = None,
     ) -> None:
@@ -391,11 +412,16 @@ class InfinityDocumentImageEmbedder(_Embedder):
             timeout: Seconds to wait for each request; ``None``: 120.
             max_retries: Retries of connection errors, timeouts, 429 and 5xx; ``None``: 2.
             max_concurrency: Requests in flight at once; ``None``: 4.
+            balancer: ``"peak-ewma"`` or ``"least-busy"`` (``None``: the client's).
+            hedge: Copy slow one-request calls to another replica (``None``: the client's).
+            deadline: Seconds a whole call may take (``None``: ``timeout`` per request only).
             extra_body: Fields added to every request body as they are.
-            client: An ``InfinityClient`` to share with other components.
+            client: An ``InfinityClient`` to share with other components; the connection
+                settings (but ``max_concurrency`` and ``extra_body``) are then its own.
         """
         self._connect(
-            model, base_url, api_key, timeout, max_retries, max_concurrency, extra_body, client
+            *(model, base_url, api_key, timeout, max_retries, max_concurrency),
+            *(balancer, hedge, deadline, extra_body, client),
         )
         owner = type(self).__name__
         check_strings(owner, file_path_meta_field=file_path_meta_field)

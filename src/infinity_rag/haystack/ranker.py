@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, Literal
 
 from haystack import Document, component
 from haystack.utils import Secret
@@ -63,6 +63,9 @@ class InfinityRanker(InfinityComponent):
         timeout: float | None = None,
         max_retries: int | None = None,
         max_concurrency: int | None = None,
+        balancer: Literal["peak-ewma", "least-busy"] | None = None,
+        hedge: bool | None = None,
+        deadline: float | None = None,
         extra_body: dict[str, Any] | None = None,
         client: InfinityClient | None = None,
     ) -> None:
@@ -89,12 +92,16 @@ class InfinityRanker(InfinityComponent):
             timeout: Seconds to wait for each request; ``None``: 120.
             max_retries: Retries of connection errors, timeouts, 429 and 5xx; ``None``: 2.
             max_concurrency: Requests of one call in flight at once; ``None``: 4.
+            balancer: ``"peak-ewma"`` or ``"least-busy"`` (``None``: the client's).
+            hedge: Copy slow one-request calls to another replica (``None``: the client's).
+            deadline: Seconds a whole call may take (``None``: ``timeout`` per request only).
             extra_body: Fields added to every request body as they are.
-            client: An ``InfinityClient`` to share with other components; ``base_url``,
-                ``api_key``, ``timeout`` and ``max_retries`` are then its own.
+            client: An ``InfinityClient`` to share with other components; the connection
+                settings (but ``max_concurrency`` and ``extra_body``) are then its own.
         """
         self._connect(
-            model, base_url, api_key, timeout, max_retries, max_concurrency, extra_body, client
+            *(model, base_url, api_key, timeout, max_retries, max_concurrency),
+            *(balancer, hedge, deadline, extra_body, client),
         )
         owner = type(self).__name__
         check_strings(owner, embedding_separator=embedding_separator)
