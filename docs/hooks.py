@@ -42,6 +42,7 @@ DOCUMENTED_MODULES = (
     "infinity_rag.errors",
     "infinity_rag.langchain",
     "infinity_rag.llama_index",
+    "infinity_rag.haystack",
     "infinity_rag.ray",
     "infinity_rag.testing",
 )

@@ -21,6 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# Haystack sends usage telemetry (to PostHog) from Pipeline.run unless told not to, and reads
+# this when it is first imported: tests talk to loopback only.
+os.environ["HAYSTACK_TELEMETRY_ENABLED"] = "False"
+
 import pytest
 
 import infinity_rag

