@@ -105,7 +105,10 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
         module = match["module"]
         elsewhere = {n for m in OWN_PAGE_MODULES for n in public_names(m)}
         names = [n for n in public_names(module) if n not in elsewhere]
-        return "\n\n".join(f"::: {module}.{name}" for name in names)
+        # Members a class inherits are its own to a reader (InfinityClient's embedding
+        # methods live in a base class of their own module).
+        options = "\n    options:\n      inherited_members: true"
+        return "\n\n".join(f"::: {module}.{name}{options}" for name in names)
 
     repo_file = MIRRORED.get(page.file.src_uri, f"docs/{page.file.src_uri}")
     repo_url = config.repo_url or ""

@@ -564,8 +564,9 @@ class EmbeddingMethods(ClientCore):
         probe: str | MediaInput | None = None,
     ) -> VectorShape:
         """What ``model``'s vectors look like (width, multi-vector, bit-packed): learned from
-        earlier answers, or now by embedding ``probe`` once (an image or audio clip for a
-        model without text). Check it before ingesting; :meth:`models` reports it too."""
+        earlier answers, or now by embedding ``probe`` once (by default a short text, or for
+        ``modality="image"`` / ``"audio"`` a tiny image / silent clip). Check it before
+        ingesting; :meth:`InfinityClient.models` reports it too."""
         shape = self._shapes.get(_vectors.model_key(model))
         if shape is not None:
             return shape
