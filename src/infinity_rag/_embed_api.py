@@ -14,17 +14,11 @@ from typing import Any, Literal, TypeAlias, TypedDict, Unpack, overload
 
 from infinity_rag import _protocol as protocol
 from infinity_rag import _stream, _vectors
-from infinity_rag._arrays import require_numpy
 from infinity_rag._engine import ProgressCallback
-from infinity_rag._facade import ClientCore, Embedder
+from infinity_rag._facade import ClientCore
 from infinity_rag._inputs import (
-    MAX_ITEMS_PER_REQUEST,
-    MAX_MEDIA_ITEMS_PER_REQUEST,
     EncodingFormat,
     MediaInput,
-    check_batch_size,
-    check_encoding_format,
-    check_optional_positive_int,
     check_texts,
     to_media_uri,
 )
@@ -360,42 +354,6 @@ class EmbeddingMethods(ClientCore):
             "audio", model, encoding_format, dimensions, extra_body, None, as_numpy
         )
         return await self._arun(*job.call(media_uris(audio, "audio")), max_concurrency, None)
-
-    def _embedder(
-        self,
-        modality: protocol.Modality,
-        model: str | None,
-        encoding_format: EncodingFormat | None,
-        dimensions: int | None,
-        extra_body: Mapping[str, Any] | None,
-        batch_size: int | None,
-        as_numpy: bool,
-        target: _vectors.Target = "single",
-    ) -> Embedder:
-        """The arguments checked, as what turns inputs into an embedding operation."""
-        if modality == "text":
-            size = self.batch_size if batch_size is None else batch_size
-            size = check_batch_size(size, "batch_size", MAX_ITEMS_PER_REQUEST)
-        else:
-            size = min(self.batch_size, MAX_MEDIA_ITEMS_PER_REQUEST)
-        if as_numpy:
-            require_numpy()
-        return Embedder(
-            size,
-            dict(
-                target=target,
-                modality=modality,
-                model=model,
-                encoding_format=check_encoding_format(encoding_format or "base64"),
-                dimensions=check_optional_positive_int(dimensions, "dimensions"),
-                extra_body=extra_body,
-                batch_size=size,
-                as_numpy=bool(as_numpy),
-                shapes=self._shapes,
-            ),
-        )
-
-    # --- multi-vector and bit-packed embeddings ----------------------------------------------
 
     @overload
     def embed_multi_vector(

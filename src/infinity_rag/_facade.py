@@ -8,13 +8,22 @@ A public method checks its inputs, builds an operation (``infinity_rag._protocol
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from infinity_rag import _protocol as protocol
 from infinity_rag import _vectors
+from infinity_rag._arrays import require_numpy
 from infinity_rag._engine import CallOptions, Engine, ProgressCallback
-from infinity_rag._inputs import check_positive_int
+from infinity_rag._inputs import (
+    MAX_ITEMS_PER_REQUEST,
+    MAX_MEDIA_ITEMS_PER_REQUEST,
+    EncodingFormat,
+    check_batch_size,
+    check_encoding_format,
+    check_optional_positive_int,
+    check_positive_int,
+)
 from infinity_rag._loops import Pending
 from infinity_rag._observe import CallInfo
 from infinity_rag.errors import InvalidResponseError
@@ -58,6 +67,42 @@ class ClientCore:
     deadline: float | None
     _engine: Engine
     _shapes: _vectors.ShapeCache
+
+    def _embedder(
+        self,
+        modality: protocol.Modality,
+        model: str | None,
+        encoding_format: EncodingFormat | None,
+        dimensions: int | None,
+        extra_body: Mapping[str, Any] | None,
+        batch_size: int | None,
+        as_numpy: bool,
+        target: _vectors.Target = "single",
+    ) -> Embedder:
+        """The arguments checked, as what turns inputs into an embedding operation."""
+        if modality == "text":
+            size = self.batch_size if batch_size is None else batch_size
+            size = check_batch_size(size, "batch_size", MAX_ITEMS_PER_REQUEST)
+        else:
+            size = min(self.batch_size, MAX_MEDIA_ITEMS_PER_REQUEST)
+        if as_numpy:
+            require_numpy()
+        return Embedder(
+            size,
+            dict(
+                target=target,
+                modality=modality,
+                model=model,
+                encoding_format=check_encoding_format(encoding_format or "base64"),
+                dimensions=check_optional_positive_int(dimensions, "dimensions"),
+                extra_body=extra_body,
+                batch_size=size,
+                as_numpy=bool(as_numpy),
+                shapes=self._shapes,
+            ),
+        )
+
+    # --- multi-vector and bit-packed embeddings ----------------------------------------------
 
     def _concurrency(self, override: int | None) -> int:
         limit = self.max_concurrency if override is None else override
