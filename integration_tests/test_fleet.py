@@ -97,7 +97,7 @@ def test_requests_spread_over_every_replica_least_busy_first(
 ) -> None:
     texts, batch = TEXTS[:960], 16  # 60 requests, 6 at a time, over 3 replicas
     served_before = [replica.requests_served() for replica in healthy_fleet]
-    client = fleet_client(healthy_fleet, batch_size=batch, max_concurrency=6)
+    client = fleet_client(healthy_fleet, batch_size=batch, max_concurrency=6, balancer="least-busy")
     assert client.base_urls == tuple(healthy_fleet.urls)
     assert client.base_url == healthy_fleet.urls[0]
     peak_in_flight = [0, 0, 0]
@@ -137,6 +137,27 @@ def test_requests_spread_over_every_replica_least_busy_first(
     # (a random or round-robin pick would pile up on a slow one).
     assert max(peak_in_flight) <= 3, peak_in_flight
     assert min(peak_in_flight) >= 1, peak_in_flight
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_bulk_embedding_spreads_over_every_replica_with_peak_ewma(
+    mode: Mode, healthy_fleet: Fleet, reference: list[list[float]]
+) -> None:
+    # The default balancer weighs latency x requests in flight: a bulk call that keeps six
+    # requests in flight still uses every replica, and nothing is lost or reordered.
+    texts, batch = TEXTS[:960], 16
+    served_before = [replica.requests_served() for replica in healthy_fleet]
+    client = fleet_client(healthy_fleet, batch_size=batch, max_concurrency=6)
+    result = run(
+        mode,
+        lambda: client.embed(texts, model="minilm"),
+        lambda: client.aembed(texts, model="minilm"),
+    )
+    assert close_enough(result.embeddings, reference[: len(texts)])
+    served = [r.requests_served() - b for r, b in zip(healthy_fleet, served_before, strict=True)]
+    assert sum(served) == len(texts) // batch  # one-request hedges aside, a bulk call is not
+    assert min(served) >= 1, served
+    assert all(state.latency is not None for state in client.replicas())
 
 
 # --- event loops that come and go ----------------------------------------------------------------
@@ -202,7 +223,11 @@ def test_a_thousand_event_loops_leave_no_sockets_nor_clients_behind(
     assert max(clients_seen) <= LOOP_THREADS + 1, clients_seen
     assert clients_after <= 1
     assert close_enough([v or [] for v in vectors], reference[: len(texts)])
-    assert sum(s.requests for s in client.replicas()) == len(texts) + 3
+    # One request per text (and the three warm-ups), plus the hedged copies of slow ones:
+    # within the budget (5% of one-request calls, and a bucket of 10 to start with).
+    hedges = client._engine.hedge.hedges
+    assert hedges <= 0.05 * len(texts) + 10, hedges
+    assert sum(s.requests for s in client.replicas()) == len(texts) + 3 + hedges
 
 
 # --- pickled into other processes ----------------------------------------------------------------
