@@ -328,6 +328,15 @@ class PeakEwma(_Tracking):
             raise ValueError("pick() needs at least one candidate")
         if len(candidates) == 1:
             return candidates[0]
+        # Replicas never measured and idle cost 0: each is tried once before the random pairs
+        # (a draw of two could otherwise leave one untried while the others queue up).
+        untried = [
+            r
+            for r in candidates
+            if r.in_flight == 0 and self.estimates.get(r.base_url, now) is None
+        ]
+        if untried:
+            return self._tie_break(untried)
         pair = candidates if len(candidates) == 2 else self._rng.sample(list(candidates), 2)
         costs = [self.cost(r, now) for r in pair]
         lowest = min(costs)
