@@ -342,3 +342,18 @@ def test_llama_index_embedding_refuses_other_kinds_at_the_first_call(
             embedding.get_text_embedding_batch(["a b", "c"])
         with pytest.raises(VectorKindError, match=words):
             asyncio.run(embedding.aget_query_embedding("a"))
+
+
+@pytest.mark.parametrize(
+    ("modality", "uri"), [("image", "data:image/png;base64,"), ("audio", "data:audio/wav;base64,")]
+)
+def test_vector_shape_probes_a_media_model_with_media_of_its_own(
+    fake: FakeInfinity, modality: str, uri: str
+) -> None:
+    # A default probe of the modality's own kind (the text probe made these always raise).
+    with make_client(fake) as client:
+        shape = client.vector_shape("clip", modality=modality)  # type: ignore[arg-type]
+    assert shape == VectorShape(DIM)
+    (body,) = fake.bodies
+    assert body["modality"] == modality
+    assert body["input"][0].startswith(uri)

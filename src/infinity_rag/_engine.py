@@ -418,14 +418,6 @@ class Engine:
                 response = await client.request(request.method, url, **options)
         except httpx.TransportError as exc:
             raise _transport_error(shown, exc, timeout) from exc
-        except RuntimeError as exc:
-            if "closed" not in str(exc):
-                raise
-            raise InfinityConnectionError(
-                f"cannot reach the Infinity server at {shown}: the httpx client given to "
-                f"InfinityClient was closed ({exc})",
-                url=shown,
-            ) from exc
         # The read body replaces httpx's stream, which holds the response in a reference
         # cycle: each answer is then freed at once, not by the cyclic GC (streams of a
         # million texts keep a flat memory).

@@ -71,10 +71,6 @@ class Fanout(Generic[T]):
 
     exchanges: list[Exchange[T]]
 
-    @property
-    def items(self) -> int:
-        return len(self.exchanges)
-
 
 #: A client method's flow: yields fanouts, receives their parts, returns the result.
 Operation: TypeAlias = Generator[Fanout[Any], list[Any], R]

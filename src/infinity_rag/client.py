@@ -81,7 +81,9 @@ class InfinityClient(EmbeddingMethods):
             URLs (a string may list several, comma-separated); defaults to
             ``INFINITY_API_BASE``, then ``INFINITY_API_URL``, then ``http://localhost:7997``.
         api_key: sent as ``Authorization: Bearer``; defaults to ``INFINITY_API_KEY``.
-        timeout: seconds (or an ``httpx.Timeout``) for each request.
+        timeout: seconds (or an ``httpx.Timeout``) for each request. With an injected
+            ``http_client`` / ``http_async_client`` and ``timeout`` left at its default,
+            the injected client's own timeout applies.
         max_retries: retries of connection errors, timeouts, 429 and 5xx, with backoff.
         batch_size: inputs per embedding / classification request (at most 2048).
         rerank_batch_size: documents per rerank request (at most 2048).
