@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import ssl
+import threading
+import time
 import warnings
 from typing import Any
 
@@ -12,7 +14,7 @@ import httpx
 import pytest
 
 from infinity_rag import InfinityClient
-from infinity_rag._loops import LoopClients
+from infinity_rag._loops import LoopClients, SyncCalls
 from unit_tests.conftest import FAKE_URL
 from unit_tests.fake_infinity import FakeInfinity, vector_for
 
@@ -137,8 +139,134 @@ def test_one_tls_context_serves_every_pool_of_a_client(monkeypatch: pytest.Monke
     async def sync_calls_pool() -> httpx.AsyncClient:
         return client._engine.loop_clients.get()  # in the loop that runs sync calls
 
-    sync_pool = client._engine.background.submit(lambda progress: sync_calls_pool()).wait()
+    sync_pool = client._engine.sync_calls.submit(lambda progress: sync_calls_pool()).wait()
     pools = [sync_pool, asyncio.run(pool()), asyncio.run(pool())]
     client.close()
     assert len({id(p) for p in pools}) == 3
     assert len(built) == 1
+
+
+# --- the loops that run sync calls ----------------------------------------------------------
+
+
+def pooled_client(fake: FakeInfinity, made: list[httpx.AsyncClient]) -> InfinityClient:
+    """A client whose every event loop gets a pool of its own (recorded in ``made``)."""
+    client = InfinityClient(base_url=FAKE_URL)
+    client._engine.loop_clients = mock_clients(fake, made)
+    client._engine.sync_calls = SyncCalls(client._engine.loop_clients)
+    return client
+
+
+def test_a_sync_call_runs_in_the_callers_thread(fake: FakeInfinity) -> None:
+    # No hand-over to another thread: the request is sent from the thread that made the call.
+    seen: list[threading.Thread] = []
+    fake.hook = lambda request: seen.append(threading.current_thread())  # type: ignore[func-returns-value]
+    made: list[httpx.AsyncClient] = []
+    client = pooled_client(fake, made)
+    assert client.embed(["a", "b"]).embeddings == [vector_for("a"), vector_for("b")]
+    worker = threading.Thread(target=client.embed, args=(["c"],))
+    worker.start()
+    worker.join()
+    assert seen == [threading.main_thread(), worker]
+    assert len(made) == 2  # one pool per thread's loop
+    client.close()
+
+
+def test_a_sync_call_from_async_code_runs_on_the_shared_loop(fake: FakeInfinity) -> None:
+    seen: list[str] = []
+    fake.hook = lambda request: seen.append(threading.current_thread().name)  # type: ignore[func-returns-value]
+    client = pooled_client(fake, [])
+
+    async def inside_a_loop() -> list[list[float]]:
+        return client.embed(["a"]).embeddings  # a sync method while this loop runs
+
+    assert asyncio.run(inside_a_loop()) == [vector_for("a")]
+    assert seen == ["infinity-rag-loop"]
+    client.close()
+
+
+def test_close_closes_every_threads_pool_after_its_call(fake: FakeInfinity) -> None:
+    made: list[httpx.AsyncClient] = []
+    client = pooled_client(fake, made)
+    release = threading.Event()
+    in_call = threading.Event()
+
+    def progress(items: int) -> None:
+        in_call.set()
+        release.wait(5)  # the worker's call is still running when close() starts
+
+    client.embed(["main"])
+    worker = threading.Thread(target=client.embed, args=(["w"],), kwargs={"on_progress": progress})
+    worker.start()
+    assert in_call.wait(5)
+    closing = threading.Thread(target=client.close)
+    closing.start()
+    closing.join(0.3)
+    assert closing.is_alive()  # waits for the worker's call to end
+    assert made[0].is_closed  # the main thread's idle pool is closed already
+    release.set()
+    closing.join(5)
+    worker.join(5)
+    assert not closing.is_alive()
+    assert len(made) == 2
+    assert all(pool.is_closed for pool in made)
+    assert client.embed(["again"]).embeddings == [vector_for("again")]  # a new pool
+    assert not made[-1].is_closed
+    client.close()
+
+
+def test_a_finished_threads_pool_is_closed_when_another_thread_starts(
+    fake: FakeInfinity,
+) -> None:
+    made: list[httpx.AsyncClient] = []
+    client = pooled_client(fake, made)
+    for text in ("first", "second"):
+        worker = threading.Thread(target=client.embed, args=([text],))
+        worker.start()
+        worker.join()
+    # The first thread's loop was shut (its pool closed) when the second made its own.
+    assert made[0].is_closed
+    assert not made[1].is_closed
+    client.close()
+    assert made[1].is_closed
+
+
+def test_an_interrupt_in_a_sync_call_abandons_its_requests(
+    fake: FakeInfinity, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A KeyboardInterrupt raised in the caller's thread mid-call (here by the progress
+    # callback, as a Ctrl-C would) cancels the requests still in flight before it propagates.
+    cancelled: list[bytes] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if b"slow" in request.content:
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                cancelled.append(request.content)
+                raise
+        await asyncio.sleep(0.05)  # the slow request is in flight by now
+        return fake.handle(request)
+
+    client = InfinityClient(base_url=FAKE_URL)
+    client._engine.loop_clients = LoopClients(
+        lambda: httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    )
+    client._engine.sync_calls = SyncCalls(client._engine.loop_clients)
+
+    reports: list[int] = []
+
+    def interrupt(items: int) -> None:
+        reports.append(items)
+        if len(reports) == 2:  # the first chunk goes alone (it tells the vectors' shape)
+            raise KeyboardInterrupt
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        client.embed(["a", "fast", "slow"], batch_size=1, max_concurrency=2, on_progress=interrupt)
+    assert time.monotonic() - started < 2
+    assert len(cancelled) == 1, cancelled
+    assert b"slow" in cancelled[0]
+    client.close()
+    gc.collect()
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []  # all retrieved

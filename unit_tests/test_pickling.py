@@ -49,7 +49,7 @@ def open_pools(client: InfinityClient) -> None:
     async def open_pool() -> None:
         client._engine.loop_clients.get()
 
-    client._engine.background.submit(lambda progress: open_pool()).wait()
+    client._engine.sync_calls.submit(lambda progress: open_pool()).wait()
     asyncio.run(open_pool())
 
 

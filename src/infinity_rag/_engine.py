@@ -11,13 +11,12 @@ engine sends. It is written once, as async code:
 - :meth:`Engine._request` is the retry loop: the replica pool (``infinity_rag._pool``)
   chooses where each try goes and how long to wait; :meth:`Engine._attempt` sends one try.
 
-Sync calls run the same coroutine on the client's own event loop thread
-(:class:`~infinity_rag._loops.BackgroundLoop`): the caller's thread waits for it, and an error,
-a ``KeyboardInterrupt`` or the call's deadline cancels every request still in flight, as in
-the async path. The policy (which replica, when to retry) lives in the pool and the
-:class:`~infinity_rag._pool.RetryPolicy`; the observer (``infinity_rag._observe``) is
-called at one place per call (:meth:`Engine.run`) and one per HTTP attempt
-(:meth:`Engine._attempt`).
+Sync calls run the same coroutine in the caller's thread, on an event loop of that thread's
+own (:class:`~infinity_rag._loops.SyncCalls`): an error, a ``KeyboardInterrupt`` or the call's
+deadline cancels every request still in flight, as in the async path. The policy (which
+replica, when to retry) lives in the pool and the :class:`~infinity_rag._pool.RetryPolicy`;
+the observer (``infinity_rag._observe``) is called at one place per call
+(:meth:`Engine.run`) and one per HTTP attempt (:meth:`Engine._attempt`).
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ from pydantic import SecretStr
 from infinity_rag import _protocol as protocol
 from infinity_rag._config import server_root
 from infinity_rag._hedge import HedgePolicy
-from infinity_rag._loops import BackgroundLoop, LoopClients, Pending
+from infinity_rag._loops import LoopClients, Pending, SyncCalls, sync_executor
 from infinity_rag._observe import AttemptInfo, CallInfo, CallObservation, Observer
 from infinity_rag._pool import Attempts, Replica, ReplicaPool, RetryPolicy
 from infinity_rag.errors import (
@@ -117,24 +116,29 @@ class Engine:
         # An httpx.AsyncClient's connections belong to the loop that opened them: one pool per
         # event loop (a notebook's, each asyncio.run, the sync calls' own loop).
         self.loop_clients = LoopClients(make_async_client)
-        self.background = BackgroundLoop(self.loop_clients)
+        self.sync_calls = SyncCalls(self.loop_clients)
 
     # --- calls ---------------------------------------------------------------------------
 
     def run_sync(self, operation: protocol.Operation[R], options: CallOptions) -> R:
-        """Run ``operation`` to its result from sync code (on the shared event loop thread;
-        the progress callback still runs in the caller's thread)."""
-        return self.submit(operation, options).wait(options.on_progress)
+        """Run ``operation`` to its result from sync code, in the caller's thread."""
+        return self.sync_calls.run(self._sync_start(operation, options), options.on_progress)
 
     def submit(self, operation: protocol.Operation[R], options: CallOptions) -> Pending[R]:
-        """Start ``operation`` from sync code; the caller waits for (or cancels) it."""
+        """Start ``operation`` from sync code on the shared loop thread; the caller waits for
+        (or cancels) it."""
+        return self.sync_calls.submit(self._sync_start(operation, options))
+
+    def _sync_start(
+        self, operation: protocol.Operation[R], options: CallOptions
+    ) -> Callable[[ProgressCallback | None], Coroutine[Any, Any, R]]:
         call = self._start(operation, options, sync=True)
 
         def start(progress: ProgressCallback | None) -> Coroutine[Any, Any, R]:
             call.progress = progress if options.on_progress is not None else None
             return self._run(operation, call)
 
-        return self.background.submit(start)
+        return start
 
     async def run(self, operation: protocol.Operation[R], options: CallOptions) -> R:
         """Run ``operation`` to its result in the running event loop."""
@@ -432,7 +436,7 @@ class Engine:
         request cannot be interrupted: cancelled, it is waited for, so that nothing keeps
         running behind the call."""
         send = functools.partial(client.request, request.method, url, **options)
-        future = asyncio.get_running_loop().run_in_executor(None, send)
+        future = asyncio.get_running_loop().run_in_executor(sync_executor(), send)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -462,8 +466,8 @@ class Engine:
     # --- closing -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the sync calls' event loop and its connections (after the calls in flight)."""
-        self.background.close()
+        """Close the sync calls' connections (each pool after its calls in flight)."""
+        self.sync_calls.close()
 
     async def aclose(self) -> None:
         """Close the running loop's connections, then the sync ones."""

@@ -1,4 +1,4 @@
-"""Event loops: one ``httpx.AsyncClient`` per loop, and the loop that runs sync calls.
+"""Event loops: one ``httpx.AsyncClient`` per loop, and the loops that run sync calls.
 
 An ``httpx.AsyncClient``'s connections belong to the loop that opened them, so a client used
 from several loops (a notebook's, each ``asyncio.run``, a worker's loop per task) needs one
@@ -13,6 +13,7 @@ closed without that step are dropped the next time a new loop's pool is made.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import contextvars
 import os
@@ -24,7 +25,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-__all__ = ["BackgroundLoop", "LoopClients"]
+__all__ = ["LoopClients", "Pending", "SyncCalls", "sync_executor"]
 
 R = TypeVar("R")
 
@@ -58,10 +59,13 @@ class LoopClients:
         self._closers.pop(loop, None)
         return self._clients.pop(loop, None)
 
-    def detach(self) -> AsyncGenerator[None, None] | None:
-        """Take the running loop's client out of the table; the returned closer closes it
-        (``await closer.aclose()``), and nothing else will before that."""
-        loop = asyncio.get_running_loop()
+    def detach(
+        self, loop: asyncio.AbstractEventLoop | None = None
+    ) -> AsyncGenerator[None, None] | None:
+        """Take ``loop``'s client (the running loop's by default) out of the table; the
+        returned closer closes it (``await closer.aclose()`` in that loop), and nothing else
+        will before that."""
+        loop = loop or asyncio.get_running_loop()
         if self._clients.pop(loop, None) is None:
             return None
         return self._closers.pop(loop, None)
@@ -93,14 +97,129 @@ class LoopClients:
                 self._closers.pop(loop, None)
 
 
-# --- the sync calls' event loop --------------------------------------------------------------
+# --- the loops that run sync calls ---------------------------------------------------------
+#
+# A sync call runs its coroutine in the calling thread, on an event loop of that thread's own
+# (made on its first sync call): no hand-over to another thread per call, whose two wake-ups
+# cost a query's embedding more than its own I/O. A thread that is already running an event
+# loop (a sync method called from async code, or from a callback of a running call) cannot run
+# another: its sync calls go to one shared loop thread instead, as do sync streams, whose
+# chunks must run on while the caller consumes the ones before.
 
 _PROGRESS, _DONE = "progress", "done"
 
+_EXECUTOR_LOCK = threading.Lock()
+_EXECUTOR: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def sync_executor() -> ThreadPoolExecutor:
+    """The threads an injected sync ``httpx.Client`` sends from (one pool per process)."""
+    global _EXECUTOR
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None or _EXECUTOR[0] != os.getpid():
+            threads = ThreadPoolExecutor(64, thread_name_prefix="infinity-rag-sync")
+            _EXECUTOR = (os.getpid(), threads)
+        return _EXECUTOR[1]
+
+
+class _ThreadLoop:
+    """One thread's own event loop for its sync calls. ``lock`` is held while the loop runs,
+    by its thread or by another closing a pool in it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.lock = threading.Lock()
+        self.thread = threading.current_thread()
+        self.pid = os.getpid()
+
+    def run(self, coroutine: Coroutine[Any, Any, R]) -> R:
+        """Run ``coroutine`` to its result here. An exception that stops the loop meanwhile
+        (a ``KeyboardInterrupt``) cancels it, and its requests are abandoned, before it
+        propagates."""
+        with self.lock:
+            task = self.loop.create_task(coroutine)  # in a copy of the caller's context
+            try:
+                return self.loop.run_until_complete(task)
+            except BaseException:
+                while not task.done():
+                    task.cancel()
+                    # It may end by raising that exception out of the loop once more.
+                    with contextlib.suppress(BaseException):
+                        self.loop.run_until_complete(asyncio.wait([task]))
+                if not task.cancelled():
+                    task.exception()  # retrieved: not logged as never retrieved
+                raise
+
+    def close_pool(self, closer: AsyncGenerator[None, None]) -> None:
+        """Close one client's pool in this loop (after the call in flight in it, if any)."""
+        if self.thread is threading.current_thread() and self.loop.is_running():
+            self.loop.create_task(closer.aclose())  # from a callback of this thread's call
+        elif asyncio._get_running_loop() is not None:
+            # This thread runs a loop of its own, and cannot run another.
+            helper = threading.Thread(target=self._close_pool, args=(closer,))
+            helper.start()
+            helper.join()
+        else:
+            self._close_pool(closer)
+
+    def _close_pool(self, closer: AsyncGenerator[None, None]) -> None:
+        with self.lock:
+            if self.pid == os.getpid() and not self.loop.is_closed():
+                self.loop.run_until_complete(closer.aclose())
+
+    def shut(self) -> None:
+        """Close every pool in this loop (``shutdown_asyncgens``: see :class:`LoopClients`)
+        and the loop, if no call is running in it."""
+        if self.pid != os.getpid() or not self.lock.acquire(blocking=False):
+            return
+        try:
+            if not self.loop.is_closed():
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+                self.loop.close()
+        finally:
+            self.lock.release()
+
+
+class _ThreadLoops:
+    """Each thread's own loop; a thread's that ended is shut when another thread makes its
+    own (so its pools' sockets do not stay open), and every idle one at exit."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._loops: list[_ThreadLoop] = []
+        atexit.register(self.shut_all)
+
+    def current(self) -> _ThreadLoop | None:
+        """This thread's loop; ``None`` when the thread is running an event loop already."""
+        if asyncio._get_running_loop() is not None:
+            return None
+        own: _ThreadLoop | None = getattr(self._local, "loop", None)
+        if own is None or own.pid != os.getpid() or own.loop.is_closed():
+            own = self._local.loop = _ThreadLoop()
+            with self._lock:
+                ended = [t for t in self._loops if not t.thread.is_alive() or t.pid != own.pid]
+                self._loops = [t for t in self._loops if t not in ended] + [own]
+            for old in ended:
+                old.shut()
+        return own
+
+    def all(self) -> list[_ThreadLoop]:
+        with self._lock:
+            return [t for t in self._loops if t.pid == os.getpid() and not t.loop.is_closed()]
+
+    def shut_all(self) -> None:
+        for own in self.all():
+            own.shut()
+
+
+_THREAD_LOOPS = _ThreadLoops()
+
 
 class _SharedLoop:
-    """One event loop thread per process, started on first use, that runs every client's sync
-    calls (a daemon: it never keeps the interpreter alive). Started again in a forked child."""
+    """One event loop thread per process, started on first use, that runs the sync calls made
+    from threads running a loop already, and sync streams (a daemon: it never keeps the
+    interpreter alive). Started again in a forked child."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -112,10 +231,6 @@ class _SharedLoop:
         with self._lock:
             if self._loop is None or self._pid != os.getpid():
                 loop = asyncio.new_event_loop()
-                # Injected sync httpx clients send from the loop's worker threads.
-                loop.set_default_executor(
-                    ThreadPoolExecutor(64, thread_name_prefix="infinity-rag-sync")
-                )
                 ready = threading.Event()
                 thread = threading.Thread(
                     target=self._serve, args=(loop, ready), name="infinity-rag-loop", daemon=True
@@ -190,23 +305,33 @@ class Pending(Generic[R]):
             self._task.cancel()
 
 
-class BackgroundLoop:
-    """Runs one client's sync calls on the process's shared event loop thread.
+#: Makes a call's coroutine, given what it reports progress to.
+Start = Callable[[Callable[[int], None] | None], Coroutine[Any, Any, R]]
 
-    The caller's thread waits for its call's task, running the call's progress callback
-    itself (so a progress bar is updated from the thread that made the call); an exception
-    there, or a ``KeyboardInterrupt``, cancels the task (every request still in flight is
-    abandoned) before it propagates. The task runs in a copy of the caller's context
+
+class SyncCalls:
+    """Runs one client's sync calls: each in its caller's thread, on that thread's own loop
+    (:meth:`run`), or on the process's shared loop thread (:meth:`submit`; :meth:`run` from a
+    thread running a loop already).
+
+    Either way the call's progress callback runs in the thread that made the call, and an
+    exception there, or a ``KeyboardInterrupt``, cancels the call (every request still in
+    flight is abandoned) before it propagates. The call runs in a copy of the caller's context
     (``contextvars``: an OpenTelemetry span, say).
     """
 
     def __init__(self, clients: LoopClients) -> None:
         self._clients = clients
-        self._tasks: set[asyncio.Task[Any]] = set()  # touched only in the loop's thread
+        self._tasks: set[asyncio.Task[Any]] = set()  # touched only in the shared loop's thread
 
-    def submit(
-        self, start: Callable[[Callable[[int], None] | None], Coroutine[Any, Any, R]]
-    ) -> Pending[R]:
+    def run(self, start: Start[R], on_progress: Callable[[int], None] | None) -> R:
+        """Run ``start(on_progress)``'s coroutine to its result."""
+        own = _THREAD_LOOPS.current()
+        if own is None:
+            return self.submit(start).wait(on_progress)
+        return own.run(start(on_progress))
+
+    def submit(self, start: Start[R]) -> Pending[R]:
         """Start ``start(progress)``'s coroutine on the shared loop; ``progress`` reports to
         the returned :class:`Pending`'s waiter."""
         if _SHARED.in_loop_thread():
@@ -228,7 +353,12 @@ class BackgroundLoop:
         return pending
 
     def close(self) -> None:
-        """Close this client's connections on the shared loop once its calls in flight end."""
+        """Close this client's connections in every loop that runs sync calls, each once its
+        calls in flight end."""
+        for own in _THREAD_LOOPS.all():
+            closer = self._clients.detach(own.loop)
+            if closer is not None:
+                own.close_pool(closer)
         loop = _SHARED.running()
         if loop is None:
             return
