@@ -13,7 +13,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from infinity_rag import InfinityClient, InfinityTimeoutError
+from infinity_rag import InfinityClient, InfinityError, InfinityTimeoutError
 from infinity_rag._hedge import HedgePolicy
 
 URLS = ["http://a.test:7997", "http://b.test:7997"]
@@ -153,3 +153,79 @@ async def test_peak_ewma_sends_most_queries_to_the_fast_replica() -> None:
     for _ in range(60):
         await client.aembed(["q"])
     assert replicas.answered["a.test"] > 3 * replicas.answered["b.test"]
+
+
+class Failing(Replicas):
+    """Replicas that answer a status of their own after their delay (``status`` by host)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status: dict[str, int] = {}
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle(request)
+        status = self.status.get(request.url.host)
+        if status is None:
+            return response
+        return httpx.Response(status, json={"detail": f"{request.url.host} says {status}"})
+
+
+async def warmed(replicas: Replicas, **kwargs: object) -> InfinityClient:
+    client = client_for(replicas, hedge=quick_hedges(), balancer="least-busy", **kwargs)
+    for _ in range(40):  # latencies known: the delay is their p95 (a few ms), and stays so
+        await client.aembed(["warm"])  # while the test adds a slow one or two
+    return client
+
+
+async def test_a_first_try_failing_with_a_copy_in_flight_takes_the_copys_answer() -> None:
+    replicas = Failing()
+    client = await warmed(replicas, max_retries=0)
+    replicas.slow = {"a.test": 0.2, "b.test": 0.3}
+    replicas.status["a.test"] = 500  # after 0.2 s; the copy, sent a few ms in, answers at 0.3 s
+    for _ in range(2):  # least-busy takes turns: one of the two starts on a.test
+        result = await client.aembed(["query"])
+        assert result.embeddings == [[1.0, 0.0, 0.0, 0.0]]
+    assert replicas.answered["b.test"] >= 2
+
+
+async def test_when_both_copies_fail_the_first_tries_error_is_raised() -> None:
+    replicas = Failing()
+    client = await warmed(replicas, max_retries=0)
+    replicas.slow = {"a.test": 0.1, "b.test": 0.05}
+    replicas.status = {"a.test": 500, "b.test": 503}
+    errors = []
+    for _ in range(2):
+        with pytest.raises(InfinityError) as info:
+            await client.aembed(["query"])
+        errors.append(info.value)
+    # The copy (on the other replica) fails first; the first try's error is the call's.
+    assert {error.status_code for error in errors} == {500, 503}
+    assert {error.url.split("/")[2] for error in errors} == {"a.test:7997", "b.test:7997"}
+
+
+async def test_a_deadline_during_a_hedged_race_cancels_both_tries() -> None:
+    replicas = Replicas()
+    client = await warmed(replicas, deadline=0.3)
+    replicas.slow = {"a.test": 10.0, "b.test": 10.0}
+    started = time.monotonic()
+    with pytest.raises(InfinityTimeoutError, match=r"deadline of 0\.3 s"):
+        await client.aembed(["query"])
+    assert time.monotonic() - started < 1.0
+    await asyncio.sleep(0)
+    assert replicas.cancelled.total() == 2  # the first try and its copy
+    assert replicas.cancelled.total() == replicas.started.total() - replicas.answered.total()
+
+
+def test_a_sync_query_is_hedged_too() -> None:
+    # Sync calls run the same engine on the calling thread's own loop.
+    replicas = Replicas()
+    client = client_for(replicas, hedge=quick_hedges(), balancer="least-busy")
+    for _ in range(10):
+        client.embed(["warm"])
+    replicas.slow["a.test"] = 5.0
+    started = time.monotonic()
+    for _ in range(4):
+        assert client.embed(["query"]).embeddings == [[1.0, 0.0, 0.0, 0.0]]
+    assert time.monotonic() - started < 2.0
+    assert replicas.cancelled["a.test"] >= 1
+    assert replicas.cancelled["a.test"] == replicas.started["a.test"] - replicas.answered["a.test"]

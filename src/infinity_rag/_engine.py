@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -84,6 +84,92 @@ class _Call:
         return None if self.ends_at is None else self.ends_at - time.monotonic()
 
 
+class _Race:
+    """A hedged try's race: a timer that sends a copy once the delay has passed (and the
+    budget holds a token, and another replica is in rotation: else it looks again a delay
+    later), and the copy, which cancels the first try's wait if it answers first."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        request: protocol.Request,
+        replica: Replica,
+        call: _Call,
+        retry: int,
+        reason: str | None,
+        delay: float,
+    ) -> None:
+        self._engine, self._request, self._replica = engine, request, replica
+        self._call, self._retry, self._reason, self._delay = call, retry, reason, delay
+        self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(delay, self._fire)
+        self._settled = False
+        self._won = False
+        self.copy: asyncio.Task[Any] | None = None
+        self._copy_replica: Replica | None = None
+        self._copy_started = 0.0
+
+    def _fire(self) -> None:
+        self._timer = None
+        engine, pool = self._engine, self._engine.pool
+        if self._settled:
+            return
+        if pool.has_ready(avoid=[self._replica]):
+            with engine._hedge_lock:
+                spend = engine.hedge.try_spend()
+            if spend:
+                self._copy_replica = pool.acquire(avoid=[self._replica])
+                self._copy_started = time.monotonic()
+                attempt = engine._attempt(
+                    self._request,
+                    self._copy_replica,
+                    self._call,
+                    self._retry,
+                    self._reason,
+                    hedge=True,
+                )
+                self.copy = self._loop.create_task(attempt)
+                self.copy.add_done_callback(self._copy_done)
+                return
+        self._timer = self._loop.call_later(self._delay, self._fire)
+
+    def _copy_done(self, copy: asyncio.Task[Any]) -> None:
+        if self._settled or copy.cancelled() or copy.exception() is not None:
+            return
+        self._won = True
+        if self._task is not None:
+            self._task.cancel()  # the first try's wait; see copy_won()
+
+    def copy_won(self) -> bool:
+        """After a cancellation of the first try's wait: whether the copy's answer caused it
+        (and nothing else asked to cancel the task)."""
+        self.settle()
+        return self._won and self._task is not None and self._task.uncancel() == 0
+
+    def settle(self) -> None:
+        """No more copies, and a copy's answer no longer cancels anything."""
+        self._settled = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def end(self) -> None:
+        """Cancel the copy if it is still running, wait for it, and tell the pool how it
+        went (abandoned, unless it answered)."""
+        self.settle()
+        copy = self.copy
+        if copy is None:
+            return
+        if not copy.done():
+            copy.cancel()
+            await asyncio.wait([copy])
+        error = KeyboardInterrupt() if copy.cancelled() else copy.exception()
+        if self._copy_replica is not None:
+            seconds = time.monotonic() - self._copy_started
+            self._engine.pool.release(self._copy_replica, error, seconds)
+
+
 class Engine:
     """Sends operations' requests to a client's replicas, sync or async."""
 
@@ -116,6 +202,7 @@ class Engine:
         # An httpx.AsyncClient's connections belong to the loop that opened them: one pool per
         # event loop (a notebook's, each asyncio.run, the sync calls' own loop).
         self.loop_clients = LoopClients(make_async_client)
+        self._targets: dict[tuple[str, str, bool], _Target] = {}
         self.sync_calls = SyncCalls(self.loop_clients)
 
     # --- calls ---------------------------------------------------------------------------
@@ -278,55 +365,40 @@ class Engine:
         delay (learned from recent latencies) and the budget allows, a copy on another
         replica: the first answer wins and the other request is cancelled. Embeddings and
         reranks are idempotent: a duplicate is safe. Returns the answer and whether the first
-        try gave it."""
+        try gave it.
+
+        The first try runs in this task (a query's request costs no task of its own); a copy
+        runs as a task that, if it answers first, cancels the first try's wait.
+        """
         key = f"{request.route}:{request.items.bit_length()}"
         started = time.monotonic()
         with self._hedge_lock:
             delay = self.hedge.start(started, key)
-        first = asyncio.ensure_future(self._attempt(request, replica, call, retry, reason))
-        tasks = {first}
-        copy: Replica | None = None
-        copy_error: BaseException | None = KeyboardInterrupt()  # abandoned, unless it answers
-        copy_started = 0.0
+        if delay is None:  # too few latencies known yet to tell what is slow
+            payload = await self._attempt(request, replica, call, retry, reason)
+            self._hedge_record(started, key)
+            return payload, True
+        race = _Race(self, request, replica, call, retry, reason, delay)
         try:
-            # None: too few latencies known yet to tell what is slow. Past the delay, the
-            # copy goes out as soon as the budget holds a token (other calls refill it) and
-            # another replica is in rotation.
-            while delay is not None and not first.done():
-                await asyncio.wait(tasks, timeout=delay)
-                if first.done() or not self.pool.has_ready(avoid=[replica]):
-                    continue
-                with self._hedge_lock:
-                    spend = self.hedge.try_spend()
-                if spend:
-                    copy = self.pool.acquire(avoid=[replica])
-                    copy_started = time.monotonic()
-                    tasks.add(
-                        asyncio.ensure_future(
-                            self._attempt(request, copy, call, retry, reason, hedge=True)
-                        )
-                    )
-                    break
-            errors: list[BaseException] = []
-            while tasks:
-                done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for task in sorted(done, key=lambda t: t is not first):
-                    error = task.exception()
-                    if task is not first:
-                        copy_error = error
-                    if error is None:
-                        self._hedge_record(started, key)
-                        return task.result(), task is first
-                    errors.append(error)
-            # Both failed: the first try's error goes to the retry policy.
-            raise first.exception() or errors[0]
+            try:
+                payload = await self._attempt(request, replica, call, retry, reason)
+                first = True
+            except asyncio.CancelledError:
+                if race.copy is None or not race.copy_won():
+                    raise
+                payload, first = race.copy.result(), False
+            except InfinityError as error:
+                if race.copy is None:
+                    raise
+                race.settle()  # the first try failed with a copy in flight: its answer will do
+                try:
+                    payload, first = await race.copy, False
+                except InfinityError:
+                    raise error from None  # both failed: the first's error goes to the policy
         finally:
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                await asyncio.wait(tasks)
-            if copy is not None:
-                self.pool.release(copy, copy_error, time.monotonic() - copy_started)
+            await race.end()
+        self._hedge_record(started, key)
+        return payload, first
 
     def _hedge_record(self, started: float, key: str) -> None:
         now = time.monotonic()
@@ -360,18 +432,17 @@ class Engine:
         hedge: bool = False,
     ) -> Any:
         """Send one try of ``request`` to ``replica``: its decoded answer, or its error."""
-        url, shown = _url(request, replica)
+        url, shown, host, port = self._target(request, replica)
         call.urls_tried.append(shown if request.outside_prefix else replica.shown)
         observation = None
         if call.observation is not None:
-            parts = urlsplit(url)  # host and port (the shown URL's masked password is no port)
             observation = call.observation.attempt(
                 AttemptInfo(
                     request.method,
                     request.route,
                     shown,
-                    parts.hostname or "",
-                    parts.port,
+                    host,
+                    port,
                     retry,
                     reason,
                     hedge,
@@ -402,10 +473,17 @@ class Engine:
             if observation is not None:
                 observation.finish(status, error)
 
+    def _target(self, request: protocol.Request, replica: Replica) -> _Target:
+        key = (replica.base_url, request.route, request.outside_prefix)
+        target = self._targets.get(key)
+        if target is None:
+            target = self._targets[key] = _target(request, replica)
+        return target
+
     async def _send(
         self,
         request: protocol.Request,
-        url: str,
+        url: httpx.URL,
         headers: Mapping[str, str],
         shown: str,
         call: _Call,
@@ -430,7 +508,7 @@ class Engine:
 
     @staticmethod
     async def _send_in_thread(
-        client: httpx.Client, request: protocol.Request, url: str, options: dict[str, Any]
+        client: httpx.Client, request: protocol.Request, url: httpx.URL, options: dict[str, Any]
     ) -> httpx.Response:
         """The caller's own sync httpx client, from the loop's worker threads. A blocking
         request cannot be interrupted: cancelled, it is waited for, so that nothing keeps
@@ -528,11 +606,23 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Generator[BaseException
             yield error
 
 
-def _url(request: protocol.Request, replica: Replica) -> tuple[str, str]:
-    """The URL to request and how it is shown (password masked)."""
+class _Target(NamedTuple):
+    """Where a request to one replica goes: the URL (parsed once), how it is shown (password
+    masked), and its host and port."""
+
+    url: httpx.URL
+    shown: str
+    host: str
+    port: int | None
+
+
+def _target(request: protocol.Request, replica: Replica) -> _Target:
     if request.outside_prefix:
-        return replica.root_url + request.route, server_root(replica.shown) + request.route
-    return replica.base_url + request.route, replica.shown + request.route
+        url, shown = replica.root_url + request.route, server_root(replica.shown) + request.route
+    else:
+        url, shown = replica.base_url + request.route, replica.shown + request.route
+    parts = urlsplit(url)  # host and port (the shown URL's masked password is no port)
+    return _Target(httpx.URL(url), shown, parts.hostname or "", parts.port)
 
 
 def _transport_error(
