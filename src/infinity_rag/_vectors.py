@@ -307,7 +307,11 @@ def _parser(
         if kinds == {list} and all(e and isinstance(e[0], list) for e in embeddings):
             return _multi_from_floats(request, order, embeddings, model, usage)
         if kinds == {str}:
-            return _from_base64(request, shape, order, embeddings, start, sink, model, usage)
+            if shape is not None and shape.multi_vector:
+                return _multi_from_base64(request, shape, order, embeddings, model, usage)
+            _check_single_base64(request, shape, embeddings, floats_asked=sink is None)
+            return _from_flat(request, None, order, embeddings, start, sink, model, usage,
+                              learning=False)  # fmt: skip
         for index, embedding in items:
             if isinstance(embedding, list):
                 protocol.check_floats(embedding, index)
@@ -428,19 +432,11 @@ def _single_width(request: _Request, vector: list[float], index: int) -> list[fl
     return vector
 
 
-def _from_base64(
-    request: _Request,
-    shape: t.VectorShape | None,
-    order: list[int],
-    embeddings: list[str],
-    start: int,
-    sink: ArraySink | None,
-    model: str,
-    usage: t.Usage,
-) -> _Part:
-    if shape is not None and shape.multi_vector:
-        return _multi_from_base64(request, shape, order, embeddings, model, usage)
-    if shape is None and sink is None:
+def _check_single_base64(
+    request: _Request, shape: t.VectorShape | None, embeddings: list[str], *, floats_asked: bool
+) -> None:
+    """Base64 vectors of a model not known to give matrices: single vectors, or an error."""
+    if shape is None and floats_asked:
         # Floats were asked for and base64 came back (a proxy that ignores encoding_format):
         # only vectors of one length can be single vectors.
         sizes = {len(protocol.decode_base64_vector(e)) for e in embeddings}
@@ -451,7 +447,6 @@ def _from_base64(
             )
     if request.target != "single":
         raise kind_error(request.key, shape or t.VectorShape(0), request.target, request.modality)
-    return _from_flat(request, None, order, embeddings, start, sink, model, usage, learning=False)
 
 
 def _multi_from_floats(

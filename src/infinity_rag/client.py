@@ -361,16 +361,8 @@ class InfinityClient(EmbeddingMethods):
         max_concurrency: int | None = None,
     ) -> ClassifyResult:
         """Classify ``texts``: for each, its labels and scores, highest first."""
-        checked = check_texts(texts)
-        plan = protocol.classify_operation(
-            checked,
-            model=model,
-            raw_scores=bool(raw_scores),
-            extra_body=extra_body,
-            batch_size=self.batch_size,
-        )
-        info = CallInfo("classify", model, {"input_count": len(checked)})
-        return self._run(plan, info, max_concurrency, None)
+        call = self._classify_call(texts, model, raw_scores, extra_body)
+        return self._run(*call, max_concurrency, None)
 
     async def aclassify(
         self,
@@ -382,6 +374,16 @@ class InfinityClient(EmbeddingMethods):
         max_concurrency: int | None = None,
     ) -> ClassifyResult:
         """Async :meth:`classify`."""
+        call = self._classify_call(texts, model, raw_scores, extra_body)
+        return await self._arun(*call, max_concurrency, None)
+
+    def _classify_call(
+        self,
+        texts: Sequence[str],
+        model: str | None,
+        raw_scores: bool,
+        extra_body: Mapping[str, Any] | None,
+    ) -> tuple[protocol.Operation[ClassifyResult], CallInfo]:
         checked = check_texts(texts)
         plan = protocol.classify_operation(
             checked,
@@ -390,8 +392,7 @@ class InfinityClient(EmbeddingMethods):
             extra_body=extra_body,
             batch_size=self.batch_size,
         )
-        info = CallInfo("classify", model, {"input_count": len(checked)})
-        return await self._arun(plan, info, max_concurrency, None)
+        return plan, CallInfo("classify", model, {"input_count": len(checked)})
 
     # --- models and health -------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 if TYPE_CHECKING:  # numpy is optional (extra [numpy]); this module never imports it
     import numpy as np
@@ -71,6 +71,64 @@ def _shape_of(vectors: Any) -> str:
     return f"<{len(vectors)} vectors of {width}>"
 
 
+def _arrays_equal(a: Any, b: Any) -> bool:
+    return bool(a.shape == b.shape and a.dtype == b.dtype and (a == b).all())
+
+
+_Item = TypeVar("_Item")
+
+
+class _Items(Generic[_Item]):
+    """``len()``, iteration and indexing over a result's items, one per input: the field
+    named by ``_ITEMS``."""
+
+    __slots__ = ()
+    _ITEMS: ClassVar[str] = "results"
+
+    def __len__(self) -> int:
+        return len(getattr(self, self._ITEMS))
+
+    def __iter__(self) -> Iterator[_Item]:
+        return iter(getattr(self, self._ITEMS))
+
+    def __getitem__(self, index: int) -> _Item:
+        item: _Item = getattr(self, self._ITEMS)[index]
+        return item
+
+
+class _Vectors(_Items[_Item]):
+    """A result of vectors, one per input in ``embeddings``; shown by :func:`_compact_repr`
+    (its dataclass is declared with ``repr=False`` to keep it)."""
+
+    __slots__ = ()
+    _ITEMS = "embeddings"
+    __repr__ = _compact_repr
+
+
+class _ArrayVectors(_Vectors[_Item]):
+    """Vectors as numpy arrays: equal when the other fields are and ``_same_embeddings``
+    says the arrays are; unhashable (arrays are mutable)."""
+
+    __slots__ = ()
+    embeddings: Any
+
+    @staticmethod
+    def _same_embeddings(a: Any, b: Any) -> bool:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, type(self)):
+            return NotImplemented
+        fields_equal = all(
+            getattr(self, member.name) == getattr(other, member.name)
+            for member in dataclasses.fields(self)  # type: ignore[arg-type]
+            if member.name != "embeddings"
+        )
+        return fields_equal and self._same_embeddings(self.embeddings, other.embeddings)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     """What the server reports it processed. Infinity counts characters unless it tokenizes."""
@@ -85,27 +143,16 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class EmbeddingResult:
+class EmbeddingResult(_Vectors[list[float]]):
     """Vectors in the order of the inputs, as plain Python floats."""
 
     embeddings: list[list[float]]
     model: str
     usage: Usage = field(default_factory=Usage)
 
-    __repr__ = _compact_repr
-
-    def __len__(self) -> int:
-        return len(self.embeddings)
-
-    def __iter__(self) -> Iterator[list[float]]:
-        return iter(self.embeddings)
-
-    def __getitem__(self, index: int) -> list[float]:
-        return self.embeddings[index]
-
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
-class EmbeddingArrayResult:
+class EmbeddingArrayResult(_ArrayVectors["NDArray[np.float32]"]):
     """Vectors in the order of the inputs, as one ``(n, d)`` float32 ``numpy.ndarray``.
 
     What ``embed(..., as_numpy=True)`` returns. Rows are views into ``embeddings``; two
@@ -116,33 +163,9 @@ class EmbeddingArrayResult:
     model: str
     usage: Usage = field(default_factory=Usage)
 
-    __repr__ = _compact_repr
-
-    def __len__(self) -> int:
-        return len(self.embeddings)
-
-    def __iter__(self) -> Iterator[NDArray[np.float32]]:
-        return iter(self.embeddings)
-
-    def __getitem__(self, index: int) -> NDArray[np.float32]:
-        row: NDArray[np.float32] = self.embeddings[index]
-        return row
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, EmbeddingArrayResult):
-            return NotImplemented
-        return (
-            self.model == other.model
-            and self.usage == other.usage
-            and self.embeddings.shape == other.embeddings.shape
-            and bool((self.embeddings == other.embeddings).all())
-        )
-
-    __hash__ = None  # type: ignore[assignment]  # an array is mutable
-
-
-def _arrays_equal(a: Any, b: Any) -> bool:
-    return bool(a.shape == b.shape and a.dtype == b.dtype and (a == b).all())
+    @staticmethod
+    def _same_embeddings(a: Any, b: Any) -> bool:
+        return bool(a.shape == b.shape and (a == b).all())
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +200,7 @@ class VectorShape:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class MultiVectorResult:
+class MultiVectorResult(_Vectors[list[list[float]]]):
     """Per input (in order) its matrix: one ``dimensions``-wide vector per token (ColBERT) or
     image patch (ColPali), as lists of Python floats. What ``embed_multi_vector`` returns."""
 
@@ -186,20 +209,9 @@ class MultiVectorResult:
     dimensions: int
     usage: Usage = field(default_factory=Usage)
 
-    __repr__ = _compact_repr
-
-    def __len__(self) -> int:
-        return len(self.embeddings)
-
-    def __iter__(self) -> Iterator[list[list[float]]]:
-        return iter(self.embeddings)
-
-    def __getitem__(self, index: int) -> list[list[float]]:
-        return self.embeddings[index]
-
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
-class MultiVectorArrayResult:
+class MultiVectorArrayResult(_ArrayVectors["NDArray[np.float32]"]):
     """Per input (in order) one ``(tokens, dimensions)`` float32 ``numpy.ndarray``.
 
     What ``embed_multi_vector(..., as_numpy=True)`` returns; inputs have different token
@@ -211,33 +223,13 @@ class MultiVectorArrayResult:
     dimensions: int
     usage: Usage = field(default_factory=Usage)
 
-    __repr__ = _compact_repr
-
-    def __len__(self) -> int:
-        return len(self.embeddings)
-
-    def __iter__(self) -> Iterator[NDArray[np.float32]]:
-        return iter(self.embeddings)
-
-    def __getitem__(self, index: int) -> NDArray[np.float32]:
-        return self.embeddings[index]
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, MultiVectorArrayResult):
-            return NotImplemented
-        return (
-            self.model == other.model
-            and self.usage == other.usage
-            and self.dimensions == other.dimensions
-            and len(self.embeddings) == len(other.embeddings)
-            and all(map(_arrays_equal, self.embeddings, other.embeddings))
-        )
-
-    __hash__ = None  # type: ignore[assignment]  # arrays are mutable
+    @staticmethod
+    def _same_embeddings(a: Any, b: Any) -> bool:
+        return len(a) == len(b) and all(map(_arrays_equal, a, b))
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class PackedEmbeddingResult:
+class PackedEmbeddingResult(_Vectors[list[int]]):
     """Bit-packed vectors in input order, as Python ints (``dimensions / 8`` per vector).
 
     What ``embed_packed`` returns for a model served with ``--embedding-dtype ubinary``
@@ -250,20 +242,9 @@ class PackedEmbeddingResult:
     dimensions: int
     usage: Usage = field(default_factory=Usage)
 
-    __repr__ = _compact_repr
-
-    def __len__(self) -> int:
-        return len(self.embeddings)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.embeddings)
-
-    def __getitem__(self, index: int) -> list[int]:
-        return self.embeddings[index]
-
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
-class PackedEmbeddingArrayResult:
+class PackedEmbeddingArrayResult(_ArrayVectors["NDArray[np.uint8] | NDArray[np.int8]"]):
     """Bit-packed vectors as one ``(n, dimensions / 8)`` array: ``uint8`` for ``ubinary``,
     ``int8`` for ``binary``. What ``embed_packed(..., as_numpy=True)`` returns."""
 
@@ -273,17 +254,7 @@ class PackedEmbeddingArrayResult:
     dimensions: int
     usage: Usage = field(default_factory=Usage)
 
-    __repr__ = _compact_repr
-
-    def __len__(self) -> int:
-        return len(self.embeddings)
-
-    def __iter__(self) -> Iterator[NDArray[np.uint8] | NDArray[np.int8]]:
-        return iter(self.embeddings)
-
-    def __getitem__(self, index: int) -> NDArray[np.uint8] | NDArray[np.int8]:
-        row: NDArray[np.uint8] | NDArray[np.int8] = self.embeddings[index]
-        return row
+    _same_embeddings = staticmethod(_arrays_equal)
 
     def bits(self) -> NDArray[np.uint8]:
         """The unpacked ``(n, dimensions)`` array of 0/1 (``numpy.unpackbits``): 1 where the
@@ -294,19 +265,6 @@ class PackedEmbeddingArrayResult:
         if self.packing == "binary":
             packed = (packed.astype(numpy.int16) + 128).astype(numpy.uint8)
         return numpy.unpackbits(packed.view(numpy.uint8), axis=-1)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, PackedEmbeddingArrayResult):
-            return NotImplemented
-        return (
-            self.model == other.model
-            and self.usage == other.usage
-            and self.packing == other.packing
-            and self.dimensions == other.dimensions
-            and _arrays_equal(self.embeddings, other.embeddings)
-        )
-
-    __hash__ = None  # type: ignore[assignment]  # an array is mutable
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,21 +277,12 @@ class RerankItem:
 
 
 @dataclass(frozen=True, slots=True)
-class RerankResult:
+class RerankResult(_Items[RerankItem]):
     """Scored documents, most relevant first (ties keep the input order)."""
 
     results: list[RerankItem]
     model: str
     usage: Usage = field(default_factory=Usage)
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def __iter__(self) -> Iterator[RerankItem]:
-        return iter(self.results)
-
-    def __getitem__(self, index: int) -> RerankItem:
-        return self.results[index]
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,21 +294,12 @@ class ClassLabel:
 
 
 @dataclass(frozen=True, slots=True)
-class ClassifyResult:
+class ClassifyResult(_Items[list[ClassLabel]]):
     """For each input text (in order), its labels with scores, highest first."""
 
     results: list[list[ClassLabel]]
     model: str
     usage: Usage = field(default_factory=Usage)
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def __iter__(self) -> Iterator[list[ClassLabel]]:
-        return iter(self.results)
-
-    def __getitem__(self, index: int) -> list[ClassLabel]:
-        return self.results[index]
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,69 +72,44 @@ class InfinityComponent:
         client: InfinityClient | None,
     ) -> None:
         owner = type(self).__name__
-        if not isinstance(model, str) or not model.strip():
-            raise ValueError(f"{owner}: model must be the served model's name, got {model!r:.80}")
-        if base_url is not None:
-            resolve_base_urls(base_url)  # a bad URL fails here, with the URL only
-        if not isinstance(api_key, Secret):
-            # Never echo the value: it is probably the key itself.
-            raise TypeError(
-                f"{owner}: api_key must be a haystack Secret, such as "
-                f'Secret.from_env_var("{API_KEY_ENV_VAR}") or Secret.from_token(...), '
-                f"got a {type(api_key).__name__}"
-            )
-        for name, seconds in (("timeout", timeout), ("deadline", deadline)):
-            if seconds is not None and (
-                isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or seconds <= 0
-            ):
-                raise ValueError(
-                    f"{owner}: {name} must be a number of seconds > 0, got {seconds!r}"
-                )
+        # Each setting is checked, in this order, then kept; a shared client comes last.
+        self.model = _check_model(model, owner)
+        self.base_url = _check_base_url(base_url)
+        self.api_key = _check_api_key(api_key, owner)
+        self.timeout = _check_seconds(timeout, "timeout", owner)
+        self.deadline = _check_seconds(deadline, "deadline", owner)
         if balancer is not None and balancer not in BALANCERS:
             raise ValueError(f"{owner}: balancer must be one of {BALANCERS}, got {balancer!r}")
+        self.balancer = balancer
         if hedge is not None and not isinstance(hedge, bool):
             raise TypeError(f"{owner}: hedge must be True, False or None, got {hedge!r}")
+        self.hedge = hedge
         if max_retries is not None and (
             isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
         ):
             raise ValueError(f"{owner}: max_retries must be an integer >= 0, got {max_retries!r}")
+        self.max_retries = max_retries
         if max_concurrency is not None:
             check_positive_int(max_concurrency, "max_concurrency")
+        self.max_concurrency = max_concurrency
         if extra_body is not None and not isinstance(extra_body, dict):
             raise TypeError(f"{owner}: extra_body must be a dict, got {type(extra_body).__name__}")
-        if client is not None:
-            if not isinstance(client, InfinityClient):
-                raise TypeError(
-                    f"{owner}: client must be an InfinityClient, got {type(client).__name__}"
-                )
-            clashing = [
-                name
-                for name, value in (
-                    ("base_url", base_url),
-                    ("timeout", timeout),
-                    ("max_retries", max_retries),
-                    ("balancer", balancer),
-                    ("hedge", hedge),
-                    ("deadline", deadline),
-                )
-                if value is not None
-            ]
-            if api_key != DEFAULT_API_KEY:
-                clashing.append("api_key")
-            if clashing:
-                raise settings_clash_with_client(clashing)
-        self.model = model
-        self.base_url = list(base_url) if isinstance(base_url, list | tuple) else base_url
-        self.api_key = api_key
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.max_concurrency = max_concurrency
-        self.balancer = balancer
-        self.hedge = hedge
-        self.deadline = deadline
         self.extra_body = extra_body
+        if client is not None:
+            _check_client(client, owner, self._client_settings_passed())
         self._shared_client = client
         self._client: InfinityClient | None = client
+
+    def _client_settings_passed(self) -> list[str]:
+        """The connection settings given besides a shared client (they would be ignored)."""
+        passed = [
+            name
+            for name in ("base_url", "timeout", "max_retries", "balancer", "hedge", "deadline")
+            if getattr(self, name) is not None
+        ]
+        if self.api_key != DEFAULT_API_KEY:
+            passed.append("api_key")
+        return passed
 
     # --- life cycle (Pipeline.warm_up / close call these) ------------------------------------
 
@@ -196,6 +171,48 @@ class InfinityComponent:
         """The component :meth:`to_dict` saved (the key read from its environment variable
         when the component first runs)."""
         return default_from_dict(cls, data)
+
+
+# --- the connection settings' checks ------------------------------------------------------------
+
+
+def _check_model(model: object, owner: str) -> str:
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError(f"{owner}: model must be the served model's name, got {model!r:.80}")
+    return model
+
+
+def _check_base_url(base_url: str | list[str] | None) -> str | list[str] | None:
+    if base_url is None:
+        return None
+    resolve_base_urls(base_url)  # a bad URL fails here, with the URL only
+    return list(base_url) if isinstance(base_url, list | tuple) else base_url
+
+
+def _check_api_key(api_key: object, owner: str) -> Secret:
+    if not isinstance(api_key, Secret):
+        # Never echo the value: it is probably the key itself.
+        raise TypeError(
+            f"{owner}: api_key must be a haystack Secret, such as "
+            f'Secret.from_env_var("{API_KEY_ENV_VAR}") or Secret.from_token(...), '
+            f"got a {type(api_key).__name__}"
+        )
+    return api_key
+
+
+def _check_seconds(seconds: float | None, name: str, owner: str) -> float | None:
+    if seconds is not None and (
+        isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or seconds <= 0
+    ):
+        raise ValueError(f"{owner}: {name} must be a number of seconds > 0, got {seconds!r}")
+    return seconds
+
+
+def _check_client(client: object, owner: str, settings_passed: list[str]) -> None:
+    if not isinstance(client, InfinityClient):
+        raise TypeError(f"{owner}: client must be an InfinityClient, got {type(client).__name__}")
+    if settings_passed:
+        raise settings_clash_with_client(settings_passed)
 
 
 def _client_settings(client: InfinityClient, api_key: Secret) -> dict[str, Any]:

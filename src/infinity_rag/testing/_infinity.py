@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 #: Names a set-up script to run instead of the source checkout's ``scripts/setup_server.sh``.
 SETUP_SCRIPT_ENV = "INFINITY_RAG_SETUP_SCRIPT"
@@ -191,7 +192,29 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-class LocalInfinityServer:
+class StartStop:
+    """A server process as a context manager: ``with`` calls ``start()`` (whose result it
+    gives) and, on the way out, ``stop()``. Shared with ``LocalPostgres``."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LocalInfinityServer(StartStop):
     """An ``infinity_emb v2`` process on loopback, in its own process group.
 
     A context manager: ``with`` starts it (and waits until ``GET /health`` answers) and stops
@@ -524,17 +547,6 @@ class LocalInfinityServer:
         """Stop (if running) and start again on the same port, same models, same key."""
         self._terminate_group(force=False)
         return self.start()
-
-    def __enter__(self) -> LocalInfinityServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = f"pid={self.pid}" if self.is_running() else "stopped"

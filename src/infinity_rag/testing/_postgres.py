@@ -41,7 +41,8 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from types import TracebackType
+
+from infinity_rag.testing._infinity import StartStop
 
 #: Names an existing PostgreSQL (a libpq URI) that ``LocalPostgres.from_env`` uses.
 ENV_VAR = "INFINITY_TEST_POSTGRES_URL"
@@ -102,7 +103,7 @@ def _process_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-class LocalPostgres:
+class LocalPostgres(StartStop):
     """A PostgreSQL server with pgvector: started in a temp folder, or an existing one.
 
     A context manager: ``with`` starts it (about a second) and ``stop()`` shuts it down and
@@ -238,17 +239,6 @@ class LocalPostgres:
             self.workdir = None
         if not self.external:
             self._uri = None
-
-    def __enter__(self) -> LocalPostgres:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
