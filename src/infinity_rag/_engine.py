@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import ssl
@@ -84,23 +85,25 @@ class _Call:
         return None if self.ends_at is None else self.ends_at - time.monotonic()
 
 
+@dataclass(frozen=True, slots=True)
+class _Try:
+    """One try of a request: where it goes, for which call, and why (observers see it)."""
+
+    request: protocol.Request
+    replica: Replica
+    call: _Call
+    retry: int = 0  # 0: the first try; n: the n-th retry
+    reason: str | None = None  # the error that made it a retry
+    hedge: bool = False  # a copy sent because the first try was slow
+
+
 class _Race:
     """A hedged try's race: a timer that sends a copy once the delay has passed (and the
     budget holds a token, and another replica is in rotation: else it looks again a delay
     later), and the copy, which cancels the first try's wait if it answers first."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        request: protocol.Request,
-        replica: Replica,
-        call: _Call,
-        retry: int,
-        reason: str | None,
-        delay: float,
-    ) -> None:
-        self._engine, self._request, self._replica = engine, request, replica
-        self._call, self._retry, self._reason, self._delay = call, retry, reason, delay
+    def __init__(self, engine: Engine, first: _Try, delay: float) -> None:
+        self._engine, self._first, self._delay = engine, first, delay
         self._task = asyncio.current_task()
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = self._loop.call_later(delay, self._fire)
@@ -115,21 +118,15 @@ class _Race:
         engine, pool = self._engine, self._engine.pool
         if self._settled:
             return
-        if pool.has_ready(avoid=[self._replica]):
+        avoid = [self._first.replica]
+        if pool.has_ready(avoid=avoid):
             with engine._hedge_lock:
                 spend = engine.hedge.try_spend()
             if spend:
-                self._copy_replica = pool.acquire(avoid=[self._replica])
+                self._copy_replica = pool.acquire(avoid=avoid)
                 self._copy_started = time.monotonic()
-                attempt = engine._attempt(
-                    self._request,
-                    self._copy_replica,
-                    self._call,
-                    self._retry,
-                    self._reason,
-                    hedge=True,
-                )
-                self.copy = self._loop.create_task(attempt)
+                copy = dataclasses.replace(self._first, replica=self._copy_replica, hedge=True)
+                self.copy = self._loop.create_task(engine._attempt(copy))
                 self.copy.add_done_callback(self._copy_done)
                 return
         self._timer = self._loop.call_later(self._delay, self._fire)
@@ -329,14 +326,13 @@ class Engine:
         while True:
             replica = attempts.start()
             started = time.monotonic()
+            attempt = _Try(request, replica, call, attempts.retries, reason)
             try:
                 first_won = True
                 if hedgeable:
-                    payload, first_won = await self._hedged(
-                        request, replica, call, attempts.retries, reason
-                    )
+                    payload, first_won = await self._hedged(attempt)
                 else:
-                    payload = await self._attempt(request, replica, call, attempts.retries, reason)
+                    payload = await self._attempt(attempt)
             except InfinityError as error:
                 seconds = time.monotonic() - started
                 delay = attempts.failed(error, self._log_retry(request), seconds)
@@ -353,15 +349,8 @@ class Engine:
             if delay:
                 await asyncio.sleep(delay)
 
-    async def _hedged(
-        self,
-        request: protocol.Request,
-        replica: Replica,
-        call: _Call,
-        retry: int,
-        reason: str | None,
-    ) -> tuple[Any, bool]:
-        """One try of ``request`` on ``replica`` and, if no answer has come after the hedge
+    async def _hedged(self, first: _Try) -> tuple[Any, bool]:
+        """The ``first`` try of a request and, if no answer has come after the hedge
         delay (learned from recent latencies) and the budget allows, a copy on another
         replica: the first answer wins and the other request is cancelled. Embeddings and
         reranks are idempotent: a duplicate is safe. Returns the answer and whether the first
@@ -370,35 +359,34 @@ class Engine:
         The first try runs in this task (a query's request costs no task of its own); a copy
         runs as a task that, if it answers first, cancels the first try's wait.
         """
-        key = f"{request.route}:{request.items.bit_length()}"
+        key = f"{first.request.route}:{first.request.items.bit_length()}"
         started = time.monotonic()
         with self._hedge_lock:
             delay = self.hedge.start(started, key)
         if delay is None:  # too few latencies known yet to tell what is slow
-            payload = await self._attempt(request, replica, call, retry, reason)
+            payload = await self._attempt(first)
             self._hedge_record(started, key)
             return payload, True
-        race = _Race(self, request, replica, call, retry, reason, delay)
+        race = _Race(self, first, delay)
         try:
             try:
-                payload = await self._attempt(request, replica, call, retry, reason)
-                first = True
+                payload, first_won = await self._attempt(first), True
             except asyncio.CancelledError:
                 if race.copy is None or not race.copy_won():
                     raise
-                payload, first = race.copy.result(), False
+                payload, first_won = race.copy.result(), False
             except InfinityError as error:
                 if race.copy is None:
                     raise
                 race.settle()  # the first try failed with a copy in flight: its answer will do
                 try:
-                    payload, first = await race.copy, False
+                    payload, first_won = await race.copy, False
                 except InfinityError:
                     raise error from None  # both failed: the first's error goes to the policy
         finally:
             await race.end()
         self._hedge_record(started, key)
-        return payload, first
+        return payload, first_won
 
     def _hedge_record(self, started: float, key: str) -> None:
         now = time.monotonic()
@@ -421,17 +409,9 @@ class Engine:
 
     # --- one HTTP request ----------------------------------------------------------------
 
-    async def _attempt(
-        self,
-        request: protocol.Request,
-        replica: Replica,
-        call: _Call,
-        retry: int,
-        reason: str | None,
-        *,
-        hedge: bool = False,
-    ) -> Any:
-        """Send one try of ``request`` to ``replica``: its decoded answer, or its error."""
+    async def _attempt(self, attempt: _Try) -> Any:
+        """Send one try of a request: its decoded answer, or its error."""
+        request, replica, call = attempt.request, attempt.replica, attempt.call
         url, shown, host, port = self._target(request, replica)
         call.urls_tried.append(shown if request.outside_prefix else replica.shown)
         observation = None
@@ -443,9 +423,9 @@ class Engine:
                     shown,
                     host,
                     port,
-                    retry,
-                    reason,
-                    hedge,
+                    attempt.retry,
+                    attempt.reason,
+                    attempt.hedge,
                     request.items,
                 )
             )
