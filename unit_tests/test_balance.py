@@ -446,3 +446,14 @@ def test_the_pools_replica_works_with_both_balancers() -> None:
         choice = balancer.pick(reps, 0.0)
         balancer.record(choice, 0.01, 0.0)
         assert balancer.estimate(choice, 0.0) == pytest.approx(0.01)
+
+
+def test_a_few_milliseconds_between_fast_replicas_is_not_slow() -> None:
+    # 4 ms against 1 ms is 4x, but on one busy host that is noise: no warning.
+    balancer = PeakEwma()
+    a, b = replicas(2)
+    balancer.record(a, 0.001, 0.0)
+    balancer.record(b, 0.004, 0.0)
+    assert balancer.slow_changes(0.0) == []
+    balancer.record(b, 0.050, 1.0)  # 50 ms against 1 ms: slow
+    assert [(ch.base_url, ch.slow) for ch in balancer.slow_changes(1.0)] == [(b.base_url, True)]

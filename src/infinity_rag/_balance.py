@@ -46,6 +46,9 @@ DEFAULT_DECAY = 10.0  # seconds: Finagle's default decayTime, Linkerd's default 
 DEFAULT_ANSWER_WEIGHT = 0.1
 DEFAULT_SLOW_FACTOR = 3.0  # "slow": an estimate above 3x the best replica's
 DEFAULT_RECOVER_FACTOR = 2.0  # "recovered": back below 2x (hysteresis: no flapping logs)
+# ... and "slow" only when also this many seconds slower: a few ms between replicas on one
+# busy host (4 ms against 1 ms) is noise, not a replica to warn about.
+SLOW_MARGIN = 0.020
 # Finagle's penalty for a replica with no latency yet but a request in flight (its
 # ``Long.MaxValue >> 16`` nanoseconds, here in seconds): one probe at a time until it answers.
 UNMEASURED_PENALTY = float(2**47) / 1e9
@@ -179,8 +182,9 @@ class LatencyEstimates:
 class _SlowWatch:
     """Which replicas are "slow" (estimate > ``slow_factor`` x the best), reporting changes.
 
-    A replica becomes slow above ``slow_factor`` x the best estimate and recovers below
-    ``recover_factor`` x (hysteresis), so one that hovers near the line is reported once.
+    A replica becomes slow above ``slow_factor`` x the best estimate (and at least
+    :data:`SLOW_MARGIN` above it) and recovers below ``recover_factor`` x (or within half the
+    margin): hysteresis, so one that hovers near the line is reported once.
     """
 
     def __init__(self, slow_factor: float, recover_factor: float) -> None:
@@ -205,10 +209,13 @@ class _SlowWatch:
         best = min(current.values())
         found: list[SlowChange] = []
         for url, value in current.items():
-            if url not in self.slow and value > self.slow_factor * best:
+            slower = value - best
+            if url not in self.slow and value > self.slow_factor * best and slower > SLOW_MARGIN:
                 self.slow.add(url)
                 found.append(SlowChange(url, True, value, best))
-            elif url in self.slow and value < self.recover_factor * best:
+            elif url in self.slow and (
+                value < self.recover_factor * best or slower < SLOW_MARGIN / 2
+            ):
                 self.slow.discard(url)
                 found.append(SlowChange(url, False, value, best))
         return found
