@@ -62,8 +62,9 @@ class InfinityClient(EmbeddingMethods):
     """A client for an Infinity server (``infinity_emb v2``), sync and async.
 
     One instance holds, per event loop, one pooled ``httpx.AsyncClient`` (closed when its
-    loop shuts down), made on first use; sync calls run on one event loop thread shared by
-    the process's clients. Share it between threads, tasks and framework classes; close it
+    loop shuts down), made on first use; a sync call runs in its caller's thread, on an event
+    loop of that thread's own (so each thread keeps its own connections). Share it between
+    threads, tasks and framework classes; close it
     with ``close()`` / ``aclose()`` or a ``with`` block. Given several URLs (replicas), it
     sends each request to the fastest, least loaded one, hedges a slow query to another and
     leaves failed ones out of rotation for a while (see :meth:`replicas`). It pickles, for
