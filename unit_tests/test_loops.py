@@ -270,3 +270,22 @@ def test_an_interrupt_in_a_sync_call_abandons_its_requests(
     client.close()
     gc.collect()
     assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []  # all retrieved
+
+
+def test_close_from_a_progress_callback_closes_the_pool_after_the_call(
+    fake: FakeInfinity,
+) -> None:
+    made: list[httpx.AsyncClient] = []
+    client = pooled_client(fake, made)
+    open_during_call: list[bool] = []
+
+    def progress(items: int) -> None:
+        client.close()
+        open_during_call.append(not made[0].is_closed)
+
+    texts = [f"t{i}" for i in range(6)]
+    result = client.embed(texts, batch_size=2, max_concurrency=1, on_progress=progress)
+    assert result.embeddings == [vector_for(t) for t in texts]
+    assert open_during_call == [True, True, True]  # not closed under the call
+    assert made
+    assert all(pool.is_closed for pool in made)  # once the call ended

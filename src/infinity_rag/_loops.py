@@ -131,6 +131,7 @@ class _ThreadLoop:
         self.lock = threading.Lock()
         self.thread = threading.current_thread()
         self.pid = os.getpid()
+        self._deferred: list[AsyncGenerator[None, None]] = []  # closers for after the call
 
     def run(self, coroutine: Coroutine[Any, Any, R]) -> R:
         """Run ``coroutine`` to its result here. An exception that stops the loop meanwhile
@@ -149,11 +150,14 @@ class _ThreadLoop:
                 if not task.cancelled():
                     task.exception()  # retrieved: not logged as never retrieved
                 raise
+            finally:
+                while self._deferred:  # pools closed from a callback of the call: it has ended
+                    self.loop.run_until_complete(self._deferred.pop().aclose())
 
     def close_pool(self, closer: AsyncGenerator[None, None]) -> None:
         """Close one client's pool in this loop (after the call in flight in it, if any)."""
         if self.thread is threading.current_thread() and self.loop.is_running():
-            self.loop.create_task(closer.aclose())  # from a callback of this thread's call
+            self._deferred.append(closer)  # from a callback of this thread's call
         elif asyncio._get_running_loop() is not None:
             # This thread runs a loop of its own, and cannot run another.
             helper = threading.Thread(target=self._close_pool, args=(closer,))
