@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from infinity_rag import InfinityClient
+from infinity_rag._engine import _SyncSender
 from infinity_rag._loops import LoopClients, SyncCalls
 from unit_tests.conftest import FAKE_URL
 from unit_tests.fake_infinity import FakeInfinity, vector_for
@@ -154,6 +155,9 @@ def pooled_client(fake: FakeInfinity, made: list[httpx.AsyncClient]) -> Infinity
     client = InfinityClient(base_url=FAKE_URL)
     client._engine.loop_clients = mock_clients(fake, made)
     client._engine.sync_calls = SyncCalls(client._engine.loop_clients)
+    client._engine._sync_sender = _SyncSender(
+        lambda: None, None
+    )  # no blocking sends: the loops' pools
     return client
 
 
@@ -253,6 +257,9 @@ def test_an_interrupt_in_a_sync_call_abandons_its_requests(
         lambda: httpx.AsyncClient(transport=httpx.MockTransport(handler))
     )
     client._engine.sync_calls = SyncCalls(client._engine.loop_clients)
+    client._engine._sync_sender = _SyncSender(
+        lambda: None, None
+    )  # no blocking sends: the loops' pools
 
     reports: list[int] = []
 

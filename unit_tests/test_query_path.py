@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import struct
+import threading
 import time
 from collections import Counter
 
@@ -229,3 +230,98 @@ def test_a_sync_query_is_hedged_too() -> None:
     assert time.monotonic() - started < 2.0
     assert replicas.cancelled["a.test"] >= 1
     assert replicas.cancelled["a.test"] == replicas.started["a.test"] - replicas.answered["a.test"]
+
+
+# --- sync calls: blocking sends ----------------------------------------------------------------
+
+
+class TimedReplicas(Replicas):
+    """The replicas behind a sync transport that honours each request's read timeout as a
+    socket would (a ``ReadTimeout`` once it has passed), and records the sending threads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timed_out: Counter[str] = Counter()
+        self.threads: list[str] = []
+
+    def handle_sync(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        self.started[host] += 1
+        self.threads.append(threading.current_thread().name)
+        delay = self.slow.get(host, 0.002)
+        timeout = request.extensions.get("timeout", {}).get("read")
+        if timeout is not None and delay > timeout:
+            time.sleep(timeout)
+            self.timed_out[host] += 1
+            raise httpx.ReadTimeout("timed out", request=request)
+        time.sleep(delay)
+        self.answered[host] += 1
+        return answer(request)
+
+
+def answer(request: httpx.Request) -> httpx.Response:
+    body = json.loads(request.content)
+    vector = base64.b64encode(struct.pack("<4f", 1.0, 0.0, 0.0, 0.0)).decode()
+    data = [
+        {"object": "embedding", "index": i, "embedding": vector} for i in range(len(body["input"]))
+    ]
+    payload = {"object": "list", "data": data, "model": "m", "usage": {"prompt_tokens": 1}}
+    return httpx.Response(200, json=payload)
+
+
+def sync_client_for(replicas: TimedReplicas, **kwargs: object) -> InfinityClient:
+    return InfinityClient(
+        base_url=URLS,
+        http_client=httpx.Client(transport=httpx.MockTransport(replicas.handle_sync)),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_a_sync_query_is_sent_from_the_callers_thread() -> None:
+    replicas = TimedReplicas()
+    client = sync_client_for(replicas)
+    assert client.embed(["q"]).embeddings == [[1.0, 0.0, 0.0, 0.0]]
+    assert replicas.threads == [threading.current_thread().name]  # no hand-over
+
+
+def test_a_slow_blocking_try_is_given_up_and_sent_to_the_other_replica() -> None:
+    replicas = TimedReplicas()
+    policy = quick_hedges()
+    client = sync_client_for(replicas, hedge=policy, balancer="least-busy")
+    for _ in range(40):
+        client.embed(["warm"])
+    assert policy.hedges == 0  # every try answered in time: each token given back
+    replicas.slow["a.test"] = 5.0
+    started = time.monotonic()
+    for _ in range(4):
+        assert client.embed(["query"]).embeddings == [[1.0, 0.0, 0.0, 0.0]]
+    assert time.monotonic() - started < 2.0  # not one wait of 5 s
+    assert replicas.timed_out["a.test"] >= 1  # given up at the delay ...
+    assert policy.hedges == replicas.timed_out["a.test"]  # ... each with a token
+    assert replicas.answered["b.test"] >= 4
+    state = client.replicas()[0]
+    assert state.failures == 0  # slow is not failed (two given up in a row: spared a while)
+
+
+def test_without_a_token_a_blocking_try_waits_for_its_answer() -> None:
+    replicas = TimedReplicas()
+    policy = HedgePolicy(min_samples=5, budget=0.0001, max_tokens=1)
+    client = sync_client_for(replicas, hedge=policy, balancer="least-busy")
+    for _ in range(10):
+        client.embed(["warm"])
+    replicas.slow["a.test"] = 0.3
+    for _ in range(4):  # least-busy takes turns: two start on a.test
+        client.embed(["query"])
+    assert policy.hedges == 1  # the one token of the bucket
+    assert replicas.timed_out["a.test"] == 1
+    assert replicas.answered["a.test"] >= 1  # the other waited 0.3 s for its answer
+
+
+def test_a_blocking_call_past_its_deadline_raises_the_deadline_error() -> None:
+    replicas = TimedReplicas()
+    replicas.slow = {"a.test": 5.0, "b.test": 5.0}
+    client = sync_client_for(replicas, deadline=0.3, hedge=False)
+    started = time.monotonic()
+    with pytest.raises(InfinityTimeoutError, match=r"deadline of 0\.3 s; tried http://"):
+        client.embed(["q"])
+    assert time.monotonic() - started < 1.0

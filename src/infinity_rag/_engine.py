@@ -29,7 +29,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
@@ -40,7 +40,7 @@ from pydantic import SecretStr
 from infinity_rag import _protocol as protocol
 from infinity_rag._config import server_root
 from infinity_rag._hedge import HedgePolicy
-from infinity_rag._loops import LoopClients, Pending, SyncCalls, sync_executor
+from infinity_rag._loops import LoopClients, Pending, SyncCalls, in_own_loop, sync_executor
 from infinity_rag._observe import AttemptInfo, CallInfo, CallObservation, Observer
 from infinity_rag._pool import Attempts, Replica, ReplicaPool, RetryPolicy
 from infinity_rag.errors import (
@@ -78,6 +78,8 @@ class _Call:
     observation: CallObservation | None
     ends_at: float | None = None
     sync: bool = False
+    #: A sync call on its thread's own loop: a request alone in flight is sent blocking.
+    blocking: bool = False
     progress: ProgressCallback | None = None
     urls_tried: list[str] = field(default_factory=list)
 
@@ -95,6 +97,13 @@ class _Try:
     retry: int = 0  # 0: the first try; n: the n-th retry
     reason: str | None = None  # the error that made it a retry
     hedge: bool = False  # a copy sent because the first try was slow
+    blocking: bool = False  # sent with a sync httpx client, in this thread (see Engine._send)
+    cut: float | None = None  # a blocking try given up after this many seconds (see _GiveUp)
+
+
+class _GaveUp(Exception):
+    """A blocking try was given up at its ``cut``: its replica is slow, not failed, and the
+    request goes again to another replica."""
 
 
 class _Race:
@@ -179,6 +188,7 @@ class Engine:
         timeout: float | httpx.Timeout | None,
         retry: RetryPolicy,
         make_async_client: Callable[[], httpx.AsyncClient],
+        make_sync_client: Callable[[], httpx.Client] | None = None,
         http_client: httpx.Client | None = None,
         http_async_client: httpx.AsyncClient | None = None,
         observer: Observer | None = None,
@@ -199,6 +209,11 @@ class Engine:
         # An httpx.AsyncClient's connections belong to the loop that opened them: one pool per
         # event loop (a notebook's, each asyncio.run, the sync calls' own loop).
         self.loop_clients = LoopClients(make_async_client)
+        # Blocking sends (a sync call's request alone in flight) need a sync client: the
+        # injected one, else our own if no async client was injected either (an injected
+        # async client alone is used for every call, so that its settings hold).
+        make_sync = make_sync_client if http_async_client is None else None
+        self._sync_sender = _SyncSender(lambda: self.http_client, make_sync)
         self._targets: dict[tuple[str, str, bool], _Target] = {}
         self.sync_calls = SyncCalls(self.loop_clients)
 
@@ -235,15 +250,17 @@ class Engine:
         # In the caller's thread and context: an observer's parent span is current here.
         observation = self.observer.call(options.info) if self.observer is not None else None
         ends_at = None if options.deadline is None else time.monotonic() + options.deadline
-        return _Call(options, observation, ends_at, sync, options.on_progress)
+        return _Call(options, observation, ends_at, sync, progress=options.on_progress)
 
     async def _run(self, operation: protocol.Operation[R], call: _Call) -> R:
         result: Any = None
         error: BaseException | None = None
+        call.blocking = call.sync and in_own_loop() and self._sync_sender.available
         try:
             async with asyncio.timeout(call.remaining()):
                 result = await self._drive(operation, call)
-        except TimeoutError as exc:
+        except (TimeoutError, InfinityTimeoutError) as exc:
+            # asyncio's at the deadline, or a request's own timeout cut to it (a blocking one)
             if call.ends_at is None or time.monotonic() < call.ends_at:
                 raise  # not ours
             error = self._deadline_error(call)
@@ -277,7 +294,11 @@ class Engine:
         if limit <= 1:
             alone = len(exchanges) == 1
             try:
-                return [await self._exchange(exchange, call, alone) for exchange in exchanges]
+                # One request in flight at a time: a sync call's are sent blocking.
+                return [
+                    await self._exchange(exchange, call, alone, call.blocking)
+                    for exchange in exchanges
+                ]
             finally:
                 for exchange in exchanges:
                     exchange.close()
@@ -299,40 +320,52 @@ class Engine:
         return [task.result() for task in tasks]
 
     async def _exchange(
-        self, exchange: protocol.Exchange[Any], call: _Call, alone: bool = False
+        self,
+        exchange: protocol.Exchange[Any],
+        call: _Call,
+        alone: bool = False,
+        blocking: bool = False,
     ) -> Any:
         """Step one exchange: send each request it yields, hand back the answer or error."""
         items: list[int] = []
 
         def send(request: protocol.Request) -> Awaitable[Any]:
             items.append(request.items)
-            return self._request(request, call, alone)
+            return self._request(request, call, alone, blocking)
 
         part = await _pump(exchange, send)
         if call.progress is not None:
             call.progress(items[0] if items else 0)
         return part
 
-    async def _request(self, request: protocol.Request, call: _Call, alone: bool) -> Any:
+    async def _request(
+        self, request: protocol.Request, call: _Call, alone: bool, blocking: bool = False
+    ) -> Any:
         """Send ``request``, retrying what may pass (on another replica when there is one).
 
         ``alone``: the request is its call's only one in flight (a query's embedding, one
         rerank request), so a copy may be hedged to another replica when it is slow.
+        ``blocking``: it is sent with a sync client in this thread (see :meth:`_send`).
         """
         attempts = Attempts(self.pool, self.retry, every_replica_once=request.every_replica_once)
         hedgeable = alone and request.method == "POST" and not request.every_replica_once
         hedgeable = hedgeable and self.hedge.enabled and len(self.pool) > 1
         reason: str | None = None
+        copy = False  # this try is the copy of a blocking one given up (at most one)
         while True:
             replica = attempts.start()
             started = time.monotonic()
-            attempt = _Try(request, replica, call, attempts.retries, reason)
+            attempt = _Try(request, replica, call, attempts.retries, reason, copy, blocking)
             try:
                 first_won = True
-                if hedgeable:
+                if hedgeable and not copy:
                     payload, first_won = await self._hedged(attempt)
                 else:
                     payload = await self._attempt(attempt)
+            except _GaveUp:
+                attempts.gave_up(time.monotonic() - started)  # slow, not failed
+                copy = True
+                continue
             except InfinityError as error:
                 seconds = time.monotonic() - started
                 delay = attempts.failed(error, self._log_retry(request), seconds)
@@ -367,6 +400,8 @@ class Engine:
             payload = await self._attempt(first)
             self._hedge_record(started, key)
             return payload, True
+        if first.blocking:
+            return await self._cut(first, delay, started, key), True
         race = _Race(self, first, delay)
         try:
             try:
@@ -387,6 +422,25 @@ class Engine:
             await race.end()
         self._hedge_record(started, key)
         return payload, first_won
+
+    async def _cut(self, first: _Try, delay: float, started: float, key: str) -> Any:
+        """A blocking try cannot wait for two answers: if the budget allows a copy, it is
+        given up after ``delay`` (:class:`_GaveUp`), and the retry loop sends the request
+        again to another replica, as Envoy's ``per_try_timeout`` does (an async try keeps
+        both, as its ``hedge_on_per_try_timeout``). The token comes back if it answers."""
+        with self._hedge_lock:
+            spend = self.pool.has_ready(avoid=[first.replica]) and self.hedge.try_spend()
+        gave_up = False
+        try:
+            return await self._attempt(dataclasses.replace(first, cut=delay if spend else None))
+        except _GaveUp:
+            gave_up = True
+            raise
+        finally:
+            if spend and not gave_up:
+                with self._hedge_lock:
+                    self.hedge.refund()
+            self._hedge_record(started, key)  # given up: the time waited, a lower bound
 
     def _hedge_record(self, started: float, key: str) -> None:
         now = time.monotonic()
@@ -436,7 +490,7 @@ class Engine:
         error: BaseException | None = None
         started = time.perf_counter()
         try:
-            response = await self._send(request, url, headers, shown, call)
+            response = await self._send(attempt, url, headers, shown)
             status = response.status_code
             _log_response(request, response, time.perf_counter() - started)
             return protocol.decode_answer(
@@ -461,24 +515,33 @@ class Engine:
         return target
 
     async def _send(
-        self,
-        request: protocol.Request,
-        url: httpx.URL,
-        headers: Mapping[str, str],
-        shown: str,
-        call: _Call,
+        self, attempt: _Try, url: httpx.URL, headers: Mapping[str, str], shown: str
     ) -> httpx.Response:
+        """Send one try. A blocking one (a sync call's request alone in flight, on its
+        thread's own loop) goes through a sync httpx client right here: nothing else of the
+        call needs the loop meanwhile, and a sync client costs a query about half the CPU
+        of an async one. Its timeout is cut to the call's deadline (and to its ``cut``); a
+        Ctrl-C interrupts it."""
+        request, call = attempt.request, attempt.call
         timeout = self._timeout(call)
+        cut = attempt.cut is not None and _shorter(attempt.cut, timeout)
+        if cut:
+            timeout = attempt.cut
         options: dict[str, Any] = {"json": request.body, "headers": headers}
         if timeout is not None:
             options["timeout"] = timeout
         try:
-            if call.sync and self.http_client is not None:
+            if attempt.blocking:
+                with self._sync_sender.use() as sync_client:
+                    response = sync_client.request(request.method, url, **options)
+            elif call.sync and self.http_client is not None:
                 response = await self._send_in_thread(self.http_client, request, url, options)
             else:
                 client = self.http_async_client or self.loop_clients.get()
                 response = await client.request(request.method, url, **options)
         except httpx.TransportError as exc:
+            if cut and isinstance(exc, httpx.TimeoutException):
+                raise _GaveUp from exc
             raise _transport_error(shown, exc, timeout) from exc
         # The read body replaces httpx's stream, which holds the response in a reference
         # cycle: each answer is then freed at once, not by the cyclic GC (streams of a
@@ -526,6 +589,7 @@ class Engine:
     def close(self) -> None:
         """Close the sync calls' connections (each pool after its calls in flight)."""
         self.sync_calls.close()
+        self._sync_sender.close()
 
     async def aclose(self) -> None:
         """Close the running loop's connections, then the sync ones."""
@@ -651,3 +715,64 @@ def _log_response(request: protocol.Request, response: httpx.Response, seconds: 
             len(response.content),
             seconds,
         )
+
+
+def _shorter(cut: float, timeout: float | httpx.Timeout | None) -> bool:
+    """Whether ``cut`` seconds is shorter than ``timeout`` (every part of it)."""
+    if timeout is None:
+        return True
+    if isinstance(timeout, httpx.Timeout):
+        parts = (timeout.connect, timeout.read, timeout.write, timeout.pool)
+        return all(part is None or cut < part for part in parts)
+    return cut < timeout
+
+
+class _SyncSender:
+    """The sync httpx client of blocking sends: the injected one, or our own (made on first
+    use; :meth:`close` takes it out of use, then closes it once the sends in flight end)."""
+
+    def __init__(
+        self,
+        injected: Callable[[], httpx.Client | None],
+        make: Callable[[], httpx.Client] | None,
+    ) -> None:
+        self._injected = injected
+        self._make = make
+        self._client: httpx.Client | None = None
+        self._in_flight: dict[httpx.Client, int] = {}
+        self._changed = threading.Condition()
+
+    @property
+    def available(self) -> bool:
+        return self._injected() is not None or self._make is not None
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[httpx.Client]:
+        injected = self._injected()
+        if injected is not None:
+            yield injected
+            return
+        with self._changed:
+            if self._client is None:
+                if self._make is None:
+                    raise RuntimeError("no sync httpx client for a blocking send")
+                self._client = self._make()
+            client = self._client
+            self._in_flight[client] = self._in_flight.get(client, 0) + 1
+        try:
+            yield client
+        finally:
+            with self._changed:
+                self._in_flight[client] -= 1
+                if not self._in_flight[client]:
+                    del self._in_flight[client]
+                    self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            client, self._client = self._client, None
+            if client is None:
+                return
+            while client in self._in_flight:
+                self._changed.wait()
+        client.close()

@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-__all__ = ["LoopClients", "Pending", "SyncCalls", "sync_executor"]
+__all__ = ["LoopClients", "Pending", "SyncCalls", "in_own_loop", "sync_executor"]
 
 R = TypeVar("R")
 
@@ -218,6 +218,12 @@ class _ThreadLoops:
 
 
 _THREAD_LOOPS = _ThreadLoops()
+
+
+def in_own_loop() -> bool:
+    """Whether the running event loop is this thread's own, running its sync call."""
+    own = getattr(_THREAD_LOOPS._local, "loop", None)
+    return own is not None and asyncio._get_running_loop() is own.loop
 
 
 class _SharedLoop:

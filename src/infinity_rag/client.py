@@ -193,6 +193,7 @@ class InfinityClient(EmbeddingMethods):
             timeout=None if self._injected and timeout == DEFAULT_TIMEOUT else timeout,
             retry=RetryPolicy(max_retries=max_retries),
             make_async_client=lambda: httpx.AsyncClient(timeout=self.timeout, verify=self._tls()),
+            make_sync_client=lambda: httpx.Client(timeout=self.timeout, verify=self._tls()),
             http_client=http_client,
             http_async_client=http_async_client,
             # OpenTelemetry spans and metrics when opentelemetry-api is installed (else None).
