@@ -16,6 +16,7 @@ import pytest
 
 from infinity_rag import InfinityClient, InfinityError, InfinityTimeoutError
 from infinity_rag._hedge import HedgePolicy
+from infinity_rag._observe import AttemptInfo, CallInfo
 
 URLS = ["http://a.test:7997", "http://b.test:7997"]
 
@@ -325,3 +326,49 @@ def test_a_blocking_call_past_its_deadline_raises_the_deadline_error() -> None:
     with pytest.raises(InfinityTimeoutError, match=r"deadline of 0\.3 s; tried http://"):
         client.embed(["q"])
     assert time.monotonic() - started < 1.0
+
+
+class Recorder:
+    """An observer (``infinity_rag._observe``) recording each attempt and how it ended."""
+
+    def __init__(self) -> None:
+        self.attempts: list[tuple[AttemptInfo, BaseException | None]] = []
+
+    def call(self, info: CallInfo) -> Recorder:
+        return self
+
+    def attempt(self, info: AttemptInfo) -> Recorder.Attempt:
+        return Recorder.Attempt(self, info)
+
+    def finish(self, result: object | None, error: BaseException | None) -> None:
+        pass
+
+    class Attempt:
+        def __init__(self, recorder: Recorder, info: AttemptInfo) -> None:
+            self.recorder, self.info = recorder, info
+
+        def headers(self) -> dict[str, str]:
+            return {}
+
+        def finish(self, status_code: int | None, error: BaseException | None) -> None:
+            self.recorder.attempts.append((self.info, error))
+
+
+def test_a_given_up_try_is_observed_as_cancelled_and_its_copy_as_a_hedge() -> None:
+    replicas = TimedReplicas()
+    client = sync_client_for(replicas, hedge=quick_hedges(), balancer="least-busy")
+    for _ in range(40):
+        client.embed(["warm"])
+    recorder = Recorder()
+    client._engine.observer = recorder
+    replicas.slow["a.test"] = 5.0
+    for _ in range(2):  # least-busy takes turns: one starts on a.test
+        client.embed(["query"])
+    given_up = [(info, error) for info, error in recorder.attempts if error is not None]
+    assert len(given_up) == 1
+    assert given_up[0][0].url.startswith("http://a.test")
+    assert isinstance(given_up[0][1], asyncio.CancelledError)  # abandoned, not failed
+    copies = [info for info, error in recorder.attempts if info.hedge]
+    assert len(copies) == 1
+    assert copies[0].url.startswith("http://b.test")
+    assert copies[0].retry == 0  # a copy is no retry

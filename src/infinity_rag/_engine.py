@@ -501,7 +501,8 @@ class Engine:
                 retry_after=response.headers.get("retry-after"),
             )
         except BaseException as exc:
-            error = exc
+            # A blocking try given up for being slow was abandoned, as a hedge that lost.
+            error = asyncio.CancelledError() if isinstance(exc, _GaveUp) else exc
             raise
         finally:
             if observation is not None:
