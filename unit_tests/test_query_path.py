@@ -374,3 +374,13 @@ def test_a_given_up_try_is_observed_as_cancelled_and_its_copy_as_a_hedge() -> No
     for info in copies:
         assert info.url.startswith("http://b.test")
         assert info.retry == 0  # a copy is no retry
+
+
+def test_a_deadline_passing_in_a_blocking_try_does_not_blame_the_replica() -> None:
+    replicas = TimedReplicas()
+    replicas.slow = {"a.test": 5.0, "b.test": 5.0}
+    client = sync_client_for(replicas, deadline=0.3, hedge=False)
+    with pytest.raises(InfinityTimeoutError, match="deadline"):
+        client.embed(["q"])
+    assert all(state.available for state in client.replicas())  # the call ran out, not them
+    assert all(state.failures == 0 for state in client.replicas())

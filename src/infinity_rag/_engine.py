@@ -101,6 +101,11 @@ class _Try:
     cut: float | None = None  # a blocking try given up after this many seconds (see _GiveUp)
 
 
+class _DeadlinePassed(Exception):
+    """A blocking try's timeout, cut to the call's deadline, passed: the call ends with the
+    deadline's error and the replica is not blamed (as when the deadline cancels a try)."""
+
+
 class _GaveUp(Exception):
     """A blocking try was given up at its ``cut``: its replica is slow, not failed, and the
     request goes again to another replica."""
@@ -259,9 +264,10 @@ class Engine:
         try:
             async with asyncio.timeout(call.remaining()):
                 result = await self._drive(operation, call)
-        except (TimeoutError, InfinityTimeoutError) as exc:
+        except (TimeoutError, InfinityTimeoutError, _DeadlinePassed) as exc:
             # asyncio's at the deadline, or a request's own timeout cut to it (a blocking one)
-            if call.ends_at is None or time.monotonic() < call.ends_at:
+            passed = call.ends_at is not None and time.monotonic() >= call.ends_at
+            if not (passed or isinstance(exc, _DeadlinePassed)):
                 raise  # not ours
             error = self._deadline_error(call)
             raise error from exc
@@ -369,7 +375,7 @@ class Engine:
             except InfinityError as error:
                 seconds = time.monotonic() - started
                 delay = attempts.failed(error, self._log_retry(request), seconds)
-                reason = type(error).__name__
+                reason, copy = type(error).__name__, False
             except BaseException:
                 attempts.abandoned()
                 raise
@@ -430,17 +436,21 @@ class Engine:
         both, as its ``hedge_on_per_try_timeout``). The token comes back if it answers."""
         with self._hedge_lock:
             spend = self.pool.has_ready(avoid=[first.replica]) and self.hedge.try_spend()
-        gave_up = False
         try:
-            return await self._attempt(dataclasses.replace(first, cut=delay if spend else None))
+            payload = await self._attempt(dataclasses.replace(first, cut=delay if spend else None))
         except _GaveUp:
-            gave_up = True
+            self._hedge_record(started, key)  # the time waited: a lower bound
             raise
-        finally:
-            if spend and not gave_up:
+        except BaseException:
+            if spend:
                 with self._hedge_lock:
                     self.hedge.refund()
-            self._hedge_record(started, key)  # given up: the time waited, a lower bound
+            raise
+        if spend:
+            with self._hedge_lock:
+                self.hedge.refund()
+        self._hedge_record(started, key)
+        return payload
 
     def _hedge_record(self, started: float, key: str) -> None:
         now = time.monotonic()
@@ -501,8 +511,9 @@ class Engine:
                 retry_after=response.headers.get("retry-after"),
             )
         except BaseException as exc:
-            # A blocking try given up for being slow was abandoned, as a hedge that lost.
-            error = asyncio.CancelledError() if isinstance(exc, _GaveUp) else exc
+            # A blocking try given up (slow, or at the deadline) was abandoned, not failed.
+            abandoned = isinstance(exc, _GaveUp | _DeadlinePassed)
+            error = asyncio.CancelledError() if abandoned else exc
             raise
         finally:
             if observation is not None:
@@ -541,8 +552,11 @@ class Engine:
                 client = self.http_async_client or self.loop_clients.get()
                 response = await client.request(request.method, url, **options)
         except httpx.TransportError as exc:
-            if cut and isinstance(exc, httpx.TimeoutException):
-                raise _GaveUp from exc
+            if attempt.blocking and isinstance(exc, httpx.TimeoutException):
+                if cut:
+                    raise _GaveUp from exc
+                if call.ends_at is not None and time.monotonic() >= call.ends_at - 0.01:
+                    raise _DeadlinePassed from exc
             raise _transport_error(shown, exc, timeout) from exc
         # The read body replaces httpx's stream, which holds the response in a reference
         # cycle: each answer is then freed at once, not by the cyclic GC (streams of a
