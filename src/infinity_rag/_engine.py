@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import os
 import ssl
 import threading
 import time
@@ -754,6 +755,7 @@ class _SyncSender:
         self._injected = injected
         self._make = make
         self._client: httpx.Client | None = None
+        self._pid = os.getpid()
         self._in_flight: dict[httpx.Client, int] = {}
         self._changed = threading.Condition()
 
@@ -768,6 +770,8 @@ class _SyncSender:
             yield injected
             return
         with self._changed:
+            if self._pid != os.getpid():  # a forked child: the parent's connections stay its own
+                self._client, self._in_flight, self._pid = None, {}, os.getpid()
             if self._client is None:
                 if self._make is None:
                     raise RuntimeError("no sync httpx client for a blocking send")
