@@ -99,17 +99,11 @@ class _Try:
     reason: str | None = None  # the error that made it a retry
     hedge: bool = False  # a copy sent because the first try was slow
     blocking: bool = False  # sent with a sync httpx client, in this thread (see Engine._send)
-    cut: float | None = None  # a blocking try given up after this many seconds (see _GiveUp)
 
 
 class _DeadlinePassed(Exception):
     """A blocking try's timeout, cut to the call's deadline, passed: the call ends with the
     deadline's error and the replica is not blamed (as when the deadline cancels a try)."""
-
-
-class _GaveUp(Exception):
-    """A blocking try was given up at its ``cut``: its replica is slow, not failed, and the
-    request goes again to another replica."""
 
 
 class _Race:
@@ -352,31 +346,28 @@ class Engine:
 
         ``alone``: the request is its call's only one in flight (a query's embedding, one
         rerank request), so a copy may be hedged to another replica when it is slow.
-        ``blocking``: it is sent with a sync client in this thread (see :meth:`_send`).
+        ``blocking``: it may be sent with a sync client in this thread (see :meth:`_send`),
+        unless it may be hedged: a blocking try cannot wait for two answers.
         """
         attempts = Attempts(self.pool, self.retry, every_replica_once=request.every_replica_once)
         hedgeable = alone and request.method == "POST" and not request.every_replica_once
         hedgeable = hedgeable and self.hedge.enabled and len(self.pool) > 1
+        blocking = blocking and not hedgeable
         reason: str | None = None
-        copy = False  # this try is the copy of a blocking one given up (at most one)
         while True:
             replica = attempts.start()
             started = time.monotonic()
-            attempt = _Try(request, replica, call, attempts.retries, reason, copy, blocking)
+            attempt = _Try(request, replica, call, attempts.retries, reason, blocking=blocking)
             try:
                 first_won = True
-                if hedgeable and not copy:
+                if hedgeable:
                     payload, first_won = await self._hedged(attempt)
                 else:
                     payload = await self._attempt(attempt)
-            except _GaveUp:
-                attempts.gave_up(time.monotonic() - started)  # slow, not failed
-                copy = True
-                continue
             except InfinityError as error:
                 seconds = time.monotonic() - started
                 delay = attempts.failed(error, self._log_retry(request), seconds)
-                reason, copy = type(error).__name__, False
+                reason = type(error).__name__
             except BaseException:
                 attempts.abandoned()
                 raise
@@ -407,8 +398,6 @@ class Engine:
             payload = await self._attempt(first)
             self._hedge_record(started, key)
             return payload, True
-        if first.blocking:
-            return await self._cut(first, delay, started, key), True
         race = _Race(self, first, delay)
         try:
             try:
@@ -429,29 +418,6 @@ class Engine:
             await race.end()
         self._hedge_record(started, key)
         return payload, first_won
-
-    async def _cut(self, first: _Try, delay: float, started: float, key: str) -> Any:
-        """A blocking try cannot wait for two answers: if the budget allows a copy, it is
-        given up after ``delay`` (:class:`_GaveUp`), and the retry loop sends the request
-        again to another replica, as Envoy's ``per_try_timeout`` does (an async try keeps
-        both, as its ``hedge_on_per_try_timeout``). The token comes back if it answers."""
-        with self._hedge_lock:
-            spend = self.pool.has_ready(avoid=[first.replica]) and self.hedge.try_spend()
-        try:
-            payload = await self._attempt(dataclasses.replace(first, cut=delay if spend else None))
-        except _GaveUp:
-            self._hedge_record(started, key)  # the time waited: a lower bound
-            raise
-        except BaseException:
-            if spend:
-                with self._hedge_lock:
-                    self.hedge.refund()
-            raise
-        if spend:
-            with self._hedge_lock:
-                self.hedge.refund()
-        self._hedge_record(started, key)
-        return payload
 
     def _hedge_record(self, started: float, key: str) -> None:
         now = time.monotonic()
@@ -512,8 +478,8 @@ class Engine:
                 retry_after=response.headers.get("retry-after"),
             )
         except BaseException as exc:
-            # A blocking try given up (slow, or at the deadline) was abandoned, not failed.
-            abandoned = isinstance(exc, _GaveUp | _DeadlinePassed)
+            # A blocking try that ran into the deadline was abandoned, not failed.
+            abandoned = isinstance(exc, _DeadlinePassed)
             error = asyncio.CancelledError() if abandoned else exc
             raise
         finally:
@@ -537,9 +503,6 @@ class Engine:
         Ctrl-C interrupts it."""
         request, call = attempt.request, attempt.call
         timeout = self._timeout(call)
-        cut = attempt.cut is not None and _shorter(attempt.cut, timeout)
-        if cut:
-            timeout = attempt.cut
         options: dict[str, Any] = {"json": request.body, "headers": headers}
         if timeout is not None:
             options["timeout"] = timeout
@@ -553,11 +516,9 @@ class Engine:
                 client = self.http_async_client or self.loop_clients.get()
                 response = await client.request(request.method, url, **options)
         except httpx.TransportError as exc:
-            if attempt.blocking and isinstance(exc, httpx.TimeoutException):
-                if cut:
-                    raise _GaveUp from exc
-                if call.ends_at is not None and time.monotonic() >= call.ends_at - 0.01:
-                    raise _DeadlinePassed from exc
+            at_deadline = call.ends_at is not None and time.monotonic() >= call.ends_at - 0.01
+            if attempt.blocking and isinstance(exc, httpx.TimeoutException) and at_deadline:
+                raise _DeadlinePassed from exc
             raise _transport_error(shown, exc, timeout) from exc
         # The read body replaces httpx's stream, which holds the response in a reference
         # cycle: each answer is then freed at once, not by the cyclic GC (streams of a
@@ -731,16 +692,6 @@ def _log_response(request: protocol.Request, response: httpx.Response, seconds: 
             len(response.content),
             seconds,
         )
-
-
-def _shorter(cut: float, timeout: float | httpx.Timeout | None) -> bool:
-    """Whether ``cut`` seconds is shorter than ``timeout`` (every part of it)."""
-    if timeout is None:
-        return True
-    if isinstance(timeout, httpx.Timeout):
-        parts = (timeout.connect, timeout.read, timeout.write, timeout.pool)
-        return all(part is None or cut < part for part in parts)
-    return cut < timeout
 
 
 class _SyncSender:

@@ -199,11 +199,6 @@ class HedgePolicy:
         self.tokens = min(self.tokens + self.budget, self.max_tokens)
         return self.delay(now, key)
 
-    def refund(self) -> None:
-        """Give back the token of a hedge :meth:`try_spend` allowed but that was not sent."""
-        self.tokens = min(self.tokens + 1.0, self.max_tokens)
-        self.hedges -= 1
-
     def try_spend(self) -> bool:
         """Whether a hedge may be sent now (the budget holds a whole token: it spends it)."""
         if not self.enabled or self.tokens < 1.0:

@@ -318,14 +318,6 @@ class Attempts:
         first (not a failure; its replica took at least that long)."""
         self._pool.release(self._take(), Outrun(), seconds)
 
-    def gave_up(self, seconds: float) -> None:
-        """The try was given up after ``seconds`` for being slow (a blocking hedge): not a
-        failure, but the next try goes to another replica."""
-        replica = self._take()
-        self._pool.release(replica, Outrun(), seconds)
-        if replica not in self._tried:
-            self._tried.append(replica)
-
     def abandoned(self) -> None:
         """The try ended by something that is not the server's doing (cancelled, interrupted)."""
         if self._current is not None:
