@@ -118,8 +118,8 @@ def write_report(
         f"Run {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, load average {load0:.1f} "
         f"at the start and {load1:.1f} at the end, {took / 60:.0f} min. `before`: the tree at "
         "7b4e0bb (two engines, sync in threads); `after`: this tree (one async engine; sync "
-        "calls in the calling thread, on an event loop of its own). Reproduce: see the docstring of "
-        "`benchmarks/engine_compare.py`.",
+        "calls in the calling thread, on an event loop of its own). Reproduce: see the "
+        "docstring of `benchmarks/engine_compare.py`.",
         "",
         "CPU per vector: one stand-in server answering at once (scenario A), 4 requests in "
         "flight, the client process's CPU time over the call. Replica scaling: stand-in "
