@@ -38,20 +38,25 @@ class Replicas:
             self.cancelled[host] += 1
             raise
         self.answered[host] += 1
-        body = json.loads(request.content)
-        vector = [1.0, 0.0, 0.0, 0.0]
-        data = [
-            {
-                "object": "embedding",
-                "index": i,
-                "embedding": base64.b64encode(struct.pack("<4f", *vector)).decode()
-                if body.get("encoding_format") == "base64"
-                else vector,
-            }
-            for i in range(len(body["input"]))
-        ]
-        payload = {"object": "list", "data": data, "model": "m", "usage": {"prompt_tokens": 1}}
-        return httpx.Response(200, json=payload)
+        return answer(request)
+
+
+def answer(request: httpx.Request) -> httpx.Response:
+    """An ``/embeddings`` answer: the vector [1, 0, 0, 0] per input, in the asked format."""
+    body = json.loads(request.content)
+    vector = [1.0, 0.0, 0.0, 0.0]
+    data = [
+        {
+            "object": "embedding",
+            "index": i,
+            "embedding": base64.b64encode(struct.pack("<4f", *vector)).decode()
+            if body.get("encoding_format") == "base64"
+            else vector,
+        }
+        for i in range(len(body["input"]))
+    ]
+    payload = {"object": "list", "data": data, "model": "m", "usage": {"prompt_tokens": 1}}
+    return httpx.Response(200, json=payload)
 
 
 def client_for(replicas: Replicas, **kwargs: object) -> InfinityClient:
@@ -241,7 +246,6 @@ class TimedReplicas(Replicas):
 
     def __init__(self) -> None:
         super().__init__()
-        self.timed_out: Counter[str] = Counter()
         self.threads: list[str] = []
 
     def handle_sync(self, request: httpx.Request) -> httpx.Response:
@@ -252,21 +256,10 @@ class TimedReplicas(Replicas):
         timeout = request.extensions.get("timeout", {}).get("read")
         if timeout is not None and delay > timeout:
             time.sleep(timeout)
-            self.timed_out[host] += 1
             raise httpx.ReadTimeout("timed out", request=request)
         time.sleep(delay)
         self.answered[host] += 1
         return answer(request)
-
-
-def answer(request: httpx.Request) -> httpx.Response:
-    body = json.loads(request.content)
-    vector = base64.b64encode(struct.pack("<4f", 1.0, 0.0, 0.0, 0.0)).decode()
-    data = [
-        {"object": "embedding", "index": i, "embedding": vector} for i in range(len(body["input"]))
-    ]
-    payload = {"object": "list", "data": data, "model": "m", "usage": {"prompt_tokens": 1}}
-    return httpx.Response(200, json=payload)
 
 
 def sync_client_for(replicas: TimedReplicas, **kwargs: object) -> InfinityClient:
