@@ -87,17 +87,27 @@ def test_a_stalled_replica_does_not_hold_the_queries(healthy_fleet: Fleet) -> No
 
     with stopped(healthy_fleet, 0):
         during = run_queries(client, STALL, reference)
-    after = run_queries(client, 12.0, reference)
+    after = run_queries(client, 6.0, reference)
+    served_after_stall = healthy_fleet[0].requests_served()
+    later = run_queries(client, 6.0, reference)
 
     # Bounded: the tail over the stall is a few healthy tails (on a quiet machine ~0.1 s, so
     # under a second), not the stall; at most one query in all waited as long as the stall.
-    figures = (quantile(healthy, 0.99), quantile(during, 0.99), max(during), len(during))
-    assert quantile(during + after, 0.99) < max(1.0, 4 * quantile(healthy, 0.99)), figures
+    figures = (
+        quantile(healthy, 0.99),
+        quantile(during, 0.99),
+        max(during),
+        len(during),
+        client.replicas(),
+    )
+    assert quantile(during + after + later, 0.99) < max(1.0, 4 * quantile(healthy, 0.99)), figures
     assert sum(took >= STALL for took in during) <= 1, figures
-    # The stopped replica answers again and earns traffic back.
-    assert healthy_fleet[0].requests_served() > served_before
-    states = {state.url: state for state in client.replicas()}
-    assert states[healthy_fleet.urls[0]].available
+    # The stopped replica answers again and earns traffic back: it serves queries sent well
+    # after the stall, not only those queued in it. (Whether it is in rotation at one instant
+    # is not asserted: on a loaded machine a healthy replica may lose two hedge races in a row
+    # and sit out a second, as any replica would.)
+    assert served_after_stall > served_before, figures
+    assert healthy_fleet[0].requests_served() > served_after_stall, figures
 
 
 def test_a_deadline_shorter_than_a_stall_raises_in_time(healthy_fleet: Fleet) -> None:
