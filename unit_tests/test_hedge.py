@@ -76,6 +76,24 @@ def test_the_delay_is_none_until_enough_samples_then_follows_the_p95() -> None:
     assert policy.delay(40.0) == sorted(policy._windows[""]._sorted)[949]
 
 
+def test_the_first_latencies_are_a_warm_up_dropped_once_as_many_more_are_known() -> None:
+    # A fresh client's first calls (imports, new connections, the servers' first requests)
+    # took 200 ms; warm ones take 10-14 ms.
+    policy = HedgePolicy(min_samples=20)
+    for i in range(20):
+        policy.record(0.200 if i < 8 else 0.010, i * 0.01)
+    assert policy.delay(0.2) == pytest.approx(0.200)  # all there is to go by
+    for i in range(19):
+        policy.record(0.010 + i * 0.0002, 1.0 + i * 0.01)
+        assert policy.delay(1.2) == pytest.approx(0.200)
+    policy.record(0.014, 2.0)  # the 40th: the warm-up's 20 go
+    assert len(policy._windows[""]) == 20
+    assert policy.delay(2.0) == pytest.approx(0.0136)  # the 19th of 20: 10 + 18 x 0.2 ms
+    for i in range(100):
+        policy.record(0.300, 3.0 + i)  # later slow answers are kept, as any others
+    assert policy.delay(200.0) == pytest.approx(0.300)
+
+
 def test_the_delay_is_clamped_and_kept_per_kind_of_call() -> None:
     policy = HedgePolicy(min_delay=0.005, max_delay=0.5, min_samples=5)
     for i in range(10):

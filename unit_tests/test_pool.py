@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from infinity_rag._pool import Attempts, Replica, ReplicaPool, RetryPolicy
+from infinity_rag._pool import Attempts, Outrun, Replica, ReplicaPool, RetryPolicy
 from infinity_rag.errors import (
     InfinityConnectionError,
     InfinityError,
@@ -189,6 +189,58 @@ def test_avoid_prefers_replicas_this_request_has_not_tried() -> None:
     pool = make_pool(2)
     first = pool.replicas[0]
     assert all(pool.acquire(avoid=[first]) is pool.replicas[1] for _ in range(5))
+
+
+def lose_a_race(pool: ReplicaPool, clock: Clock, replica: Replica, waited: float) -> None:
+    """A try on ``replica``, sent ``waited`` seconds ago, cancelled: a copy answered first."""
+    pool.take(replica)
+    clock.now += waited
+    pool.release(replica, Outrun(), waited)
+
+
+def test_a_replica_answering_nothing_while_two_tries_lose_races_is_spared() -> None:
+    clock = Clock()
+    pool = make_pool(3, clock)
+    stalled = pool.replicas[0]
+    lose_a_race(pool, clock, stalled, 0.05)
+    assert pool.has_ready(avoid=pool.replicas[1:])  # once may be bad luck
+    lose_a_race(pool, clock, stalled, 0.05)
+    assert stalled.resting_until() == pytest.approx(clock.now + 1.0)  # the backoff: 1 s
+    assert not pool.has_ready(avoid=pool.replicas[1:])
+    pool.release(pool.take(stalled), None, 0.01)  # it answers: back in rotation
+    assert stalled.resting_until() == 0.0
+
+
+def test_a_replica_answering_others_while_its_try_lost_a_race_is_not_spared() -> None:
+    # 2% of answers stall: a replica loses a race now and then but answers the rest.
+    clock = Clock()
+    pool = make_pool(3, clock)
+    replica = pool.replicas[0]
+    for _ in range(5):
+        pool.take(replica)  # the try that will lose
+        clock.now += 0.02
+        pool.release(pool.take(replica), None, 0.01)  # another request, answered meanwhile
+        clock.now += 0.03
+        pool.release(replica, Outrun(), 0.05)
+    assert replica.resting_until() == 0.0
+
+
+def test_a_hedged_copy_goes_to_a_replica_spared_for_lost_races_if_none_other_is_ready() -> None:
+    clock = Clock()
+    pool = make_pool(3, clock)
+    first, unlucky, failed = pool.replicas
+    for _ in range(2):
+        lose_a_race(pool, clock, unlucky, 0.05)
+    pool.release(pool.take(failed), down())
+    assert not pool.has_ready(avoid=[first])
+    # A copy of a slow try on `first`: not to the failed one, but to the spared one, rather
+    # than no copy at all (a query waiting out a stall: the tail hedging is for).
+    assert pool.hedge_target(avoid=[first]) is unlucky
+    pool.release(pool.take(unlucky), None, 0.01)
+    pool.release(pool.take(failed), overloaded(5.0))
+    assert pool.hedge_target(avoid=[first]) is unlucky  # in rotation again: preferred anyway
+    pool.release(pool.take(unlucky), overloaded(5.0))
+    assert pool.hedge_target(avoid=[first]) is None  # a 429 spares a replica copies too
 
 
 def test_cancelled_tries_only_release_their_slot() -> None:

@@ -127,12 +127,12 @@ class _Race:
         engine, pool = self._engine, self._engine.pool
         if self._settled:
             return
-        avoid = [self._first.replica]
-        if pool.has_ready(avoid=avoid):
+        target = pool.hedge_target(avoid=[self._first.replica])
+        if target is not None:
             with engine._hedge_lock:
                 spend = engine.hedge.try_spend()
             if spend:
-                self._copy_replica = pool.acquire(avoid=avoid)
+                self._copy_replica = pool.take(target)
                 self._copy_started = time.monotonic()
                 copy = dataclasses.replace(self._first, replica=self._copy_replica, hedge=True)
                 self.copy = self._loop.create_task(engine._attempt(copy))

@@ -74,6 +74,11 @@ class LatencyWindow:
         while self._arrivals and self._arrivals[0][0] < now - self.max_age:
             self._drop_oldest()
 
+    def drop_until(self, when: float) -> None:
+        """Drop the latencies recorded at or before ``when``."""
+        while self._arrivals and self._arrivals[0][0] <= when:
+            self._drop_oldest()
+
     def _drop_oldest(self) -> None:
         _, seconds = self._arrivals.popleft()
         del self._sorted[bisect.bisect_left(self._sorted, seconds)]
@@ -97,9 +102,13 @@ class HedgePolicy:
 
     ``quantile`` (0.95): hedge after this quantile of recent latencies of the same kind of
     call, clamped to [``min_delay``, ``max_delay``] seconds; ``None`` (no hedge) until
-    ``min_samples`` are known. ``budget`` (0.05): hedges allowed per call over a long run
-    (0 never hedges); ``max_tokens``: the bucket's capacity, the most hedges in a burst (it
-    starts full). ``window``/``max_age``: the latencies kept per kind of call.
+    ``min_samples`` are known. Those first ``min_samples`` are a warm-up, dropped once as
+    many more are known: a fresh client's first calls pay for imports, new connections and
+    the servers' own first requests (10-20x a warm call, measured), and kept in a window of
+    1,000 they would hold the delay up for its next hundreds of calls. ``budget`` (0.05):
+    hedges allowed per call over a long run (0 never hedges); ``max_tokens``: the bucket's
+    capacity, the most hedges in a burst (it starts full). ``window``/``max_age``: the
+    latencies kept per kind of call.
 
     The engine, per call: ``delay = policy.start(now, key)``; send; if no answer after
     ``delay`` and ``policy.try_spend()``: send the copy to another replica. It records the
@@ -149,6 +158,9 @@ class HedgePolicy:
         self.calls = 0  # calls started (start())
         self.hedges = 0  # hedges allowed (try_spend() == True)
         self._windows: dict[str, LatencyWindow] = {}
+        #: Per kind of call: latencies recorded, and when the warm-up's last one was.
+        self._recorded: dict[str, int] = {}
+        self._warmup_end: dict[str, float] = {}
 
     @classmethod
     def disabled(cls) -> HedgePolicy:
@@ -172,8 +184,15 @@ class HedgePolicy:
 
     def record(self, seconds: float, now: float, key: str = "") -> None:
         """A try of a one-request call of kind ``key`` took ``seconds`` (see the class doc)."""
-        if self.enabled:
-            self._window(key).record(seconds, now)
+        if not self.enabled:
+            return
+        window = self._window(key)
+        window.record(seconds, now)
+        count = self._recorded[key] = self._recorded.get(key, 0) + 1
+        if count == self.min_samples:
+            self._warmup_end[key] = now
+        elif count == 2 * self.min_samples:
+            window.drop_until(self._warmup_end.pop(key))
 
     def delay(self, now: float, key: str = "") -> float | None:
         """Seconds to wait for the first answer before hedging; ``None``: do not hedge."""

@@ -23,6 +23,7 @@ delay. The client only sends. Time comes from ``clock`` (monotonic) so tests can
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -80,12 +81,16 @@ class Replica:
     consecutive_failures: int = 0
     out_until: float = 0.0  # clock() time until which it is out of rotation (failed)
     spared_until: float = 0.0  # clock() time until which it is spared (429 Retry-After)
+    #: clock() time until which it is spared for losing hedge races (see ReplicaPool._outrun):
+    #: a hedged copy may still go there when no other replica is in rotation.
+    stalled_until: float = 0.0
+    answered_at: float = -math.inf  # clock() time of its last answer
     requests: int = 0
     failures: int = 0
     outrun_in_a_row: int = 0  # tries in a row that lost a hedge race (no answer since)
 
     def resting_until(self) -> float:
-        return max(self.out_until, self.spared_until)
+        return max(self.out_until, self.spared_until, self.stalled_until)
 
 
 class Outrun(Exception):
@@ -160,6 +165,29 @@ class ReplicaPool:
             now = self._clock()
             return any(r.resting_until() <= now and r not in avoid for r in self.replicas)
 
+    def hedge_target(self, avoid: Sequence[Replica]) -> Replica | None:
+        """Where a hedged copy of a try on ``avoid`` would go (not yet counted: see
+        :meth:`take`), or ``None``: a replica in rotation, else one only spared for losing
+        hedge races. Such a replica may be stalled, or may have been unlucky twice; when it
+        is the only other one, a copy there still beats waiting (the budget bounds the
+        cost). A replica out after failures, or spared after a 429, gets no copy."""
+        with self._lock:
+            now = self._clock()
+            up = [
+                r
+                for r in self.replicas
+                if r not in avoid and r.out_until <= now and r.spared_until <= now
+            ]
+            ready = [r for r in up if r.stalled_until <= now]
+            return self.balancer.pick(ready or up, now) if up else None
+
+    def take(self, replica: Replica) -> Replica:
+        """Count a try on ``replica`` (from :meth:`hedge_target`) in flight."""
+        with self._lock:
+            replica.in_flight += 1
+            replica.requests += 1
+            return replica
+
     # --- outcomes ------------------------------------------------------------------------
 
     def release(
@@ -183,27 +211,33 @@ class ReplicaPool:
                     self.balancer.record(replica, seconds, now)
                 self._log_slowness(now)
             if isinstance(error, Outrun):
-                self._outrun(replica, now)
+                self._outrun(replica, now, seconds)
             elif isinstance(error, EncodingRefusedError):
-                self._answered(replica)  # the model's answer, not the server's failure
+                self._answered(replica, now)  # the model's answer, not the server's failure
             elif isinstance(error, InfinityConnectionError | ServerError):
                 self._failed(replica, now, error)
             elif isinstance(error, OverloadedError):
                 wait = error.retry_after if error.retry_after is not None else self.backoff
                 replica.spared_until = max(replica.spared_until, now + wait)
             elif error is None or isinstance(error, InfinityError):
-                self._answered(replica)
+                self._answered(replica, now)
 
-    def _outrun(self, replica: Replica, now: float) -> None:
-        """A replica whose tries lose hedge races twice in a row, with no answer between, is
-        stalled rather than slow (a GC pause, a throttled GPU, a stopped process): it is
-        spared as after a 429, ``backoff`` seconds doubled with each further loss, until it
-        answers again (Envoy's outlier ejection, for latency)."""
+    def _outrun(self, replica: Replica, now: float, seconds: float | None) -> None:
+        """A replica whose tries lose hedge races twice in a row, answering nothing while
+        they waited, is stalled rather than slow (a GC pause, a throttled GPU, a stopped
+        process): it is spared, ``backoff`` seconds doubled with each further loss, until it
+        answers again (Envoy's outlier ejection, for latency). A replica that answered other
+        requests meanwhile is alive: that one request was slow (a stall of one answer), and
+        sparing it would only leave the others' stalls with nowhere to hedge to."""
+        started = now - (seconds or 0.0)
+        if replica.answered_at >= started:
+            replica.outrun_in_a_row = 0
+            return
         replica.outrun_in_a_row += 1
         if replica.outrun_in_a_row < 2 or len(self.replicas) < 2:
             return
         pause = min(self.max_backoff, self.backoff * 2.0 ** (replica.outrun_in_a_row - 2))
-        replica.spared_until = max(replica.spared_until, now + pause)
+        replica.stalled_until = max(replica.stalled_until, now + pause)
         logger.warning(
             "Infinity replica %s lost %d hedge races in a row (no answer since): spared for %.1fs",
             replica.shown,
@@ -241,7 +275,7 @@ class ReplicaPool:
                 error,
             )
 
-    def _answered(self, replica: Replica) -> None:
+    def _answered(self, replica: Replica, now: float) -> None:
         if replica.consecutive_failures and len(self.replicas) > 1:
             logger.info(
                 "Infinity replica %s is back in rotation after %d failure(s)",
@@ -250,7 +284,9 @@ class ReplicaPool:
             )
         replica.consecutive_failures = 0
         replica.out_until = 0.0
+        replica.stalled_until = 0.0
         replica.outrun_in_a_row = 0
+        replica.answered_at = now
 
     # --- for logs and dashboards ---------------------------------------------------------
 
