@@ -110,6 +110,36 @@ def test_a_stalled_replica_does_not_hold_the_queries(healthy_fleet: Fleet) -> No
     assert healthy_fleet[0].requests_served() > served_after_stall, figures
 
 
+def test_a_blocking_sync_query_on_a_stopped_replica_is_answered_by_its_copy(
+    healthy_fleet: Fleet,
+) -> None:
+    # A sync query's first try is sent blocking in the caller's thread, its read waiting on
+    # the socket and on a wake-up at once; at the hedge delay a copy goes out from the shared
+    # loop thread, and its answer ends the read (the stopped replica's connection is closed).
+    client = InfinityClient(base_url=healthy_fleet.urls, api_key=FLEET_API_KEY, deadline=10)
+    question = "how do I read a file line by line?"
+    reference = client.embed([question]).embeddings[0]
+    for _ in range(50):  # the hedge delay is learned from these
+        client.embed([question])
+    assert client._engine._sync_sender.interruptible()  # the path under test is taken
+    # The replica stopped is the one the client favours now (the others may still be slow
+    # from an earlier test's stall).
+    before = client.replicas()
+    favoured = max(range(len(before)), key=lambda i: before[i].requests)
+    took = []
+    with stopped(healthy_fleet, favoured):
+        for _ in range(30):  # one thread: each query alone, as a user's request handler's
+            started = time.monotonic()
+            assert close_to(client.embed([question]).embeddings[0], reference)
+            took.append(time.monotonic() - started)
+        during = client.replicas()
+    # No query waited for the stopped replica (the deadline would have ended it after 10 s,
+    # the stop only after all 30): each lost at most a hedge delay there.
+    assert during[favoured].requests > before[favoured].requests, during  # tries went there
+    assert max(took) < 2.0, (max(took), during)
+    assert all(state.in_flight == 0 for state in during), during  # the cut tries ended
+
+
 def test_a_deadline_shorter_than_a_stall_raises_in_time(healthy_fleet: Fleet) -> None:
     url = healthy_fleet.urls[1]
     client = InfinityClient(base_url=url, api_key=FLEET_API_KEY, deadline=0.8)

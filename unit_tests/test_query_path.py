@@ -297,8 +297,9 @@ def test_a_deadline_passing_in_a_blocking_try_does_not_blame_the_replica() -> No
     assert all(state.failures == 0 for state in client.replicas())
 
 
-def test_a_sync_query_that_may_be_hedged_is_not_sent_blocking() -> None:
-    # A blocking try cannot wait for two answers: a hedgeable request goes through the loop.
+def test_a_hedgeable_sync_query_is_not_sent_blocking_with_an_injected_client() -> None:
+    # An injected sync client's reads cannot be woken by a copy's answer: a hedgeable request
+    # goes through the loop (our own client's are sent blocking: see integration_tests).
     replicas = TimedReplicas()
     client = sync_client_for(replicas)  # two replicas, hedging on
     assert client.embed(["q"]).embeddings == [[1.0, 0.0, 0.0, 0.0]]

@@ -22,6 +22,7 @@ the observer (``infinity_rag._observe``) is called at one place per call
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -32,13 +33,14 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr
 
 from infinity_rag import _protocol as protocol
+from infinity_rag._blocking import Interrupted, Watch, make_interruptible, watching
 from infinity_rag._config import server_root
 from infinity_rag._hedge import HedgePolicy
 from infinity_rag._loops import LoopClients, Pending, SyncCalls, in_own_loop, sync_executor
@@ -99,6 +101,7 @@ class _Try:
     reason: str | None = None  # the error that made it a retry
     hedge: bool = False  # a copy sent because the first try was slow
     blocking: bool = False  # sent with a sync httpx client, in this thread (see Engine._send)
+    watch: Watch | None = None  # what a blocking try's reads also wait for (a hedge race)
 
 
 class _DeadlinePassed(Exception):
@@ -107,58 +110,60 @@ class _DeadlinePassed(Exception):
 
 
 class _Race:
-    """A hedged try's race: a timer that sends a copy once the delay has passed (and the
-    budget holds a token, and another replica is in rotation: else it looks again a delay
-    later), and the copy, which cancels the first try's wait if it answers first."""
+    """A hedged try's race, in two kinds (:class:`_TaskRace`, :class:`_BlockingRace`): once the
+    delay has passed, a copy is sent to another replica (if the budget holds a token and a
+    replica can take it: else it looks again a delay later); if the copy answers first, it
+    stops the first try's wait."""
+
+    copy: asyncio.Task[Any] | concurrent.futures.Future[Any] | None
 
     def __init__(self, engine: Engine, first: _Try, delay: float) -> None:
-        self._engine, self._first, self._delay = engine, first, delay
-        self._task = asyncio.current_task()
-        self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = self._loop.call_later(delay, self._fire)
+        self._engine, self.first, self._delay = engine, first, delay
         self._settled = False
         self._won = False
-        self.copy: asyncio.Task[Any] | None = None
+        self.copy = None
         self._copy_replica: Replica | None = None
         self._copy_started = 0.0
 
-    def _fire(self) -> None:
-        self._timer = None
+    def _copy_try(self) -> _Try | None:
+        """The copy to send now, on its replica (counted in flight), or ``None``: the budget
+        is spent, or no other replica can take it."""
         engine, pool = self._engine, self._engine.pool
-        if self._settled:
-            return
-        target = pool.hedge_target(avoid=[self._first.replica])
-        if target is not None:
-            with engine._hedge_lock:
-                spend = engine.hedge.try_spend()
-            if spend:
-                self._copy_replica = pool.take(target)
-                self._copy_started = time.monotonic()
-                copy = dataclasses.replace(self._first, replica=self._copy_replica, hedge=True)
-                self.copy = self._loop.create_task(engine._attempt(copy))
-                self.copy.add_done_callback(self._copy_done)
-                return
-        self._timer = self._loop.call_later(self._delay, self._fire)
+        target = pool.hedge_target(avoid=[self.first.replica])
+        if target is None:
+            return None
+        with engine._hedge_lock:
+            if not engine.hedge.try_spend():
+                return None
+        self._copy_replica = pool.take(target)
+        self._copy_started = time.monotonic()
+        return dataclasses.replace(
+            self.first, replica=target, hedge=True, blocking=False, watch=None
+        )
 
-    def _copy_done(self, copy: asyncio.Task[Any]) -> None:
+    def _copy_done(self, copy: asyncio.Future[Any] | concurrent.futures.Future[Any]) -> None:
         if self._settled or copy.cancelled() or copy.exception() is not None:
             return
         self._won = True
-        if self._task is not None:
-            self._task.cancel()  # the first try's wait; see copy_won()
+        self._stop_first()
 
-    def copy_won(self) -> bool:
-        """After a cancellation of the first try's wait: whether the copy's answer caused it
-        (and nothing else asked to cancel the task)."""
-        self.settle()
-        return self._won and self._task is not None and self._task.uncancel() == 0
+    def _stop_first(self) -> None:
+        raise NotImplementedError
+
+    def copy_won(self, error: BaseException) -> bool:
+        """Whether ``error``, ending the first try, is the copy's answer stopping it."""
+        raise NotImplementedError
 
     def settle(self) -> None:
-        """No more copies, and a copy's answer no longer cancels anything."""
+        """No more copies, and a copy's answer no longer stops the first try."""
         self._settled = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+
+    async def copy_answer(self) -> Any:
+        """The copy's answer (or error), waited for: the first try failed."""
+        raise NotImplementedError
+
+    async def _wait_copy(self) -> None:
+        raise NotImplementedError
 
     async def end(self) -> None:
         """Cancel the copy if it is still running, wait for it, and tell the pool how it
@@ -169,11 +174,98 @@ class _Race:
             return
         if not copy.done():
             copy.cancel()
-            await asyncio.wait([copy])
+            await self._wait_copy()
         error = KeyboardInterrupt() if copy.cancelled() else copy.exception()
         if self._copy_replica is not None:
             seconds = time.monotonic() - self._copy_started
             self._engine.pool.release(self._copy_replica, error, seconds)
+
+
+class _TaskRace(_Race):
+    """The race of a first try awaited in the call's task: a loop timer sends the copy as a
+    task of the same loop, which cancels the first try's wait if it answers first."""
+
+    copy: asyncio.Task[Any] | None
+
+    def __init__(self, engine: Engine, first: _Try, delay: float) -> None:
+        super().__init__(engine, first, delay)
+        self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        if self._settled:
+            return
+        copy = self._copy_try()
+        if copy is None:
+            self._timer = self._loop.call_later(self._delay, self._fire)
+            return
+        task = self.copy = self._loop.create_task(self._engine._attempt(copy))
+        task.add_done_callback(self._copy_done)
+
+    def _stop_first(self) -> None:
+        if self._task is not None:
+            self._task.cancel()  # the first try's wait; see copy_won()
+
+    def copy_won(self, error: BaseException) -> bool:
+        # Ours if the copy answered and nothing else asked to cancel the task.
+        if not isinstance(error, asyncio.CancelledError) or self.copy is None:
+            return False
+        self.settle()
+        return self._won and self._task is not None and self._task.uncancel() == 0
+
+    def settle(self) -> None:
+        super().settle()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def copy_answer(self) -> Any:
+        return await cast("asyncio.Task[Any]", self.copy)
+
+    async def _wait_copy(self) -> None:
+        await asyncio.wait([cast("asyncio.Task[Any]", self.copy)])
+
+
+class _BlockingRace(_Race):
+    """The race of a first try sent blocking in the caller's thread (a sync query): its
+    reads wait on the socket and a wake-up at once (:class:`~infinity_rag._blocking.Watch`).
+    At the delay, from inside the read, the copy is started on the shared loop thread; if it
+    answers first, it wakes the read, which raises ``Interrupted``."""
+
+    copy: concurrent.futures.Future[Any] | None
+
+    def __init__(self, engine: Engine, first: _Try, delay: float) -> None:
+        super().__init__(engine, first, delay)
+        self.watch = Watch(time.monotonic() + delay, self._fire)
+        self.first = dataclasses.replace(first, watch=self.watch)
+
+    def _fire(self) -> float | None:
+        copy = self._copy_try()
+        if copy is None:
+            return time.monotonic() + self._delay  # look again then
+        future = self.copy = self._engine.sync_calls.start_soon(self._engine._attempt(copy))
+        future.add_done_callback(self._copy_done)
+        return None
+
+    def _stop_first(self) -> None:
+        self.watch.wake()
+
+    def copy_won(self, error: BaseException) -> bool:
+        self.settle()
+        return isinstance(error, Interrupted) and self._won
+
+    def settle(self) -> None:
+        super().settle()
+        self.watch.end()
+
+    async def copy_answer(self) -> Any:
+        # The first try failed: the caller's thread (its loop runs nothing else) waits here.
+        return cast("concurrent.futures.Future[Any]", self.copy).result()
+
+    async def _wait_copy(self) -> None:
+        concurrent.futures.wait([cast("concurrent.futures.Future[Any]", self.copy)])
 
 
 class Engine:
@@ -346,13 +438,14 @@ class Engine:
 
         ``alone``: the request is its call's only one in flight (a query's embedding, one
         rerank request), so a copy may be hedged to another replica when it is slow.
-        ``blocking``: it may be sent with a sync client in this thread (see :meth:`_send`),
-        unless it may be hedged: a blocking try cannot wait for two answers.
+        ``blocking``: it may be sent with a sync client in this thread (see :meth:`_send`);
+        if it may be hedged, only with our own client, whose reads a copy's answer can wake.
         """
         attempts = Attempts(self.pool, self.retry, every_replica_once=request.every_replica_once)
         hedgeable = alone and request.method == "POST" and not request.every_replica_once
         hedgeable = hedgeable and self.hedge.enabled and len(self.pool) > 1
-        blocking = blocking and not hedgeable
+        # A hedgeable try is sent blocking only if its read can be woken (our own client).
+        blocking = blocking and (not hedgeable or self._sync_sender.interruptible())
         reason: str | None = None
         while True:
             replica = attempts.start()
@@ -387,8 +480,9 @@ class Engine:
         reranks are idempotent: a duplicate is safe. Returns the answer and whether the first
         try gave it.
 
-        The first try runs in this task (a query's request costs no task of its own); a copy
-        runs as a task that, if it answers first, cancels the first try's wait.
+        The first try runs in this task (a query's request costs no task of its own), or
+        blocking in this thread (a sync query); a copy runs as a task, of this loop or of the
+        shared loop thread, that stops the first try's wait if it answers first.
         """
         key = f"{first.request.route}:{first.request.items.bit_length()}"
         started = time.monotonic()
@@ -398,20 +492,20 @@ class Engine:
             payload = await self._attempt(first)
             self._hedge_record(started, key)
             return payload, True
-        race = _Race(self, first, delay)
+        race: _Race = (_BlockingRace if first.blocking else _TaskRace)(self, first, delay)
         try:
             try:
-                payload, first_won = await self._attempt(first), True
-            except asyncio.CancelledError:
-                if race.copy is None or not race.copy_won():
+                payload, first_won = await self._attempt(race.first), True
+            except (asyncio.CancelledError, Interrupted) as stopped:
+                if not race.copy_won(stopped):
                     raise
-                payload, first_won = race.copy.result(), False
+                payload, first_won = await race.copy_answer(), False
             except InfinityError as error:
                 if race.copy is None:
                     raise
                 race.settle()  # the first try failed with a copy in flight: its answer will do
                 try:
-                    payload, first_won = await race.copy, False
+                    payload, first_won = await race.copy_answer(), False
                 except InfinityError:
                     raise error from None  # both failed: the first's error goes to the policy
         finally:
@@ -478,8 +572,8 @@ class Engine:
                 retry_after=response.headers.get("retry-after"),
             )
         except BaseException as exc:
-            # A blocking try that ran into the deadline was abandoned, not failed.
-            abandoned = isinstance(exc, _DeadlinePassed)
+            # A blocking try that ran into the deadline, or lost a hedge race, was abandoned.
+            abandoned = isinstance(exc, _DeadlinePassed | Interrupted)
             error = asyncio.CancelledError() if abandoned else exc
             raise
         finally:
@@ -508,7 +602,7 @@ class Engine:
             options["timeout"] = timeout
         try:
             if attempt.blocking:
-                with self._sync_sender.use() as sync_client:
+                with self._sync_sender.use() as sync_client, watching(attempt.watch):
                     response = sync_client.request(request.method, url, **options)
             elif call.sync and self.http_client is not None:
                 response = await self._send_in_thread(self.http_client, request, url, options)
@@ -706,6 +800,7 @@ class _SyncSender:
         self._injected = injected
         self._make = make
         self._client: httpx.Client | None = None
+        self._interruptible = False
         self._pid = os.getpid()
         self._in_flight: dict[httpx.Client, int] = {}
         self._changed = threading.Condition()
@@ -714,6 +809,26 @@ class _SyncSender:
     def available(self) -> bool:
         return self._injected() is not None or self._make is not None
 
+    def interruptible(self) -> bool:
+        """Whether a blocking send's read can be woken (:mod:`infinity_rag._blocking`): only
+        with our own client (made now if need be), not an injected one."""
+        if self._injected() is not None or self._make is None:
+            return False
+        with self._changed:
+            self._own()
+            return self._interruptible
+
+    def _own(self) -> httpx.Client:
+        """Our own client, made on first use (under the lock)."""
+        if self._pid != os.getpid():  # a forked child: the parent's connections stay its own
+            self._client, self._in_flight, self._pid = None, {}, os.getpid()
+        if self._client is None:
+            if self._make is None:
+                raise RuntimeError("no sync httpx client for a blocking send")
+            self._client = self._make()
+            self._interruptible = make_interruptible(self._client)
+        return self._client
+
     @contextlib.contextmanager
     def use(self) -> Iterator[httpx.Client]:
         injected = self._injected()
@@ -721,13 +836,7 @@ class _SyncSender:
             yield injected
             return
         with self._changed:
-            if self._pid != os.getpid():  # a forked child: the parent's connections stay its own
-                self._client, self._in_flight, self._pid = None, {}, os.getpid()
-            if self._client is None:
-                if self._make is None:
-                    raise RuntimeError("no sync httpx client for a blocking send")
-                self._client = self._make()
-            client = self._client
+            client = self._own()
             self._in_flight[client] = self._in_flight.get(client, 0) + 1
         try:
             yield client

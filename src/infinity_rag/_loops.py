@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import contextvars
 import os
@@ -361,6 +362,13 @@ class SyncCalls:
 
         loop.call_soon_threadsafe(begin)
         return pending
+
+    @staticmethod
+    def start_soon(coroutine: Coroutine[Any, Any, R]) -> concurrent.futures.Future[R]:
+        """Run ``coroutine`` on the shared loop thread, in a copy of the caller's context (a
+        hedged copy of a try sent blocking in the caller's thread); cancelling the future
+        cancels it."""
+        return asyncio.run_coroutine_threadsafe(coroutine, _SHARED.get())
 
     def close(self) -> None:
         """Close this client's connections in every loop that runs sync calls, each once its
