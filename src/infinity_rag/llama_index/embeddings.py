@@ -14,6 +14,7 @@ from llama_index.core.schema import ImageType
 
 from infinity_rag._config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY
 from infinity_rag._inputs import MediaInput, check_texts
+from infinity_rag._integration import EmbedOptions, embed_options
 from infinity_rag._vectors import one_float_vector_per_input
 from infinity_rag.llama_index._connection import InfinityConnection
 from infinity_rag.types import EmbeddingResult
@@ -185,15 +186,9 @@ class InfinityEmbedding(InfinityConnection, MultiModalEmbedding):
         # A multi-vector or bit-packed model fails with what to use instead.
         return one_float_vector_per_input(type(self).__name__)
 
-    def _options(self) -> dict[str, Any]:
+    def _options(self) -> EmbedOptions:
         """The request options common to every call, sync or async, text or image."""
-        return {
-            "model": self.model_name,
-            "encoding_format": self.encoding_format,
-            "dimensions": self.dimensions,
-            "extra_body": self.extra_body,
-            "max_concurrency": self.max_concurrency,
-        }
+        return embed_options(self.model_name, self)
 
 
 def _instructed(texts: Sequence[str], instruction: str | None) -> list[str]:
