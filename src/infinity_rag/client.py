@@ -146,7 +146,7 @@ class InfinityClient(EmbeddingMethods):
         hedge: bool | HedgePolicy = True,
         deadline: float | None = None,
     ) -> None:
-        settings = Settings.resolve(
+        settings = Settings(
             base_url=base_url,
             api_key=api_key,
             timeout=timeout,
@@ -165,7 +165,7 @@ class InfinityClient(EmbeddingMethods):
         self._config = settings
         self.base_urls = settings.base_urls
         self.base_url = settings.base_urls[0]
-        self.api_key = settings.api_key
+        self.api_key = settings.key
         self.timeout = timeout
         self.batch_size = settings.batch_size
         self.rerank_batch_size = settings.rerank_batch_size
