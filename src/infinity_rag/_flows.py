@@ -1,13 +1,14 @@
-"""Sync/async twins written once: a framework method's body as a *flow*.
+"""Sync/async twins written once: a method's body as a *flow*.
 
-The framework classes have to offer each operation twice, sync and async (``run`` /
-``run_async``, ``embed_documents`` / ``aembed_documents``, ...), and the two bodies are the
-same but for the client call in the middle. A flow is that body written once, as a generator
-(the shape of httpx's ``auth_flow``): it yields the one client call it needs, made with
-:func:`call` from the sync and async client methods and the arguments, and receives the
-answer (or the call's error, raised at the ``yield``, so that the flow's ``with`` blocks see
-errors as they did). :func:`drive` runs a flow with the sync method, :func:`adrive` with the
-async one::
+The client and the framework classes offer each operation twice, sync and async (``run`` /
+``run_async``, ``embed_documents`` / ``aembed_documents``, ``wait_until_ready`` /
+``await_until_ready``, ...), and the two bodies are the same but for the calls that wait. A
+flow is that body written once, as a generator (the shape of httpx's ``auth_flow``): it
+yields each such call as a :class:`Call`, the sync function and its async twin with their
+arguments (:func:`call`: ``call(client.rerank, client.arerank)(query, texts)``), and
+receives the answer, or the call's error raised at the ``yield`` (so the flow's ``with`` and
+``try`` blocks see errors, cancellation included, as they did). :func:`drive` runs a flow
+with the sync functions, :func:`adrive` with the async ones::
 
     def _flow(self, query: str) -> Flow[RerankResult, list[Document]]:
         texts = self._texts(query)
@@ -33,15 +34,16 @@ __all__ = ["Call", "Flow", "adrive", "call", "drive"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
-class Call(Generic[T]):
+class Call(Generic[T_co]):
     """One client call, ready to be made sync or async (see :func:`call`)."""
 
-    sync: Callable[[], T]
-    async_: Callable[[], Awaitable[T]]
+    sync: Callable[[], T_co]
+    async_: Callable[[], Awaitable[T_co]]
 
 
 def call(sync: Callable[P, T], async_: Callable[P, Awaitable[T]], /) -> Callable[P, Call[T]]:
