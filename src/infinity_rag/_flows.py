@@ -40,7 +40,7 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True)
 class Call(Generic[T_co]):
-    """One client call, ready to be made sync or async (see :func:`call`)."""
+    """One call that waits, ready to be made sync or async (see :func:`call`)."""
 
     sync: Callable[[], T_co]
     async_: Callable[[], Awaitable[T_co]]
@@ -62,7 +62,7 @@ Flow: TypeAlias = Generator[Call[T], T, R]
 
 
 def drive(flow: Flow[T, R]) -> R:
-    """Run ``flow``, making its calls with the sync methods."""
+    """Run ``flow``, making its calls with the sync functions."""
     steps = _Steps(flow)
     while (step := steps.next()) is not None:
         try:
@@ -73,7 +73,7 @@ def drive(flow: Flow[T, R]) -> R:
 
 
 async def adrive(flow: Flow[T, R]) -> R:
-    """Run ``flow``, making its calls with the async methods."""
+    """Run ``flow``, making its calls with the async functions."""
     steps = _Steps(flow)
     while (step := steps.next()) is not None:
         try:
