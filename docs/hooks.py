@@ -55,17 +55,38 @@ _HEADING_ID = re.compile(r'id="(infinity_rag[\w.]*)"')
 
 
 def public_names(module: str) -> list[str]:
-    """``module.__all__`` as written in its source, without dunder names such as __version__."""
+    """``module.__all__`` as written in its source, without dunder names such as __version__:
+    a list, then any ``__all__ += submodule.__all__`` (``from package import submodule``)."""
     parts = module.split(".")
     package = SRC.joinpath(*parts)
     path = package / "__init__.py" if package.is_dir() else package.with_suffix(".py")
+    names: list[str] | None = None
+    imported: dict[str, str] = {}  # a name bound by `from package import submodule`: its module
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and any(
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            imported.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names})
+        elif isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
         ):
-            names = ast.literal_eval(node.value)
-            return [n for n in names if not (n.startswith("__") and n.endswith("__"))]
-    raise ValueError(f"{path} has no __all__")
+            names = list(ast.literal_eval(node.value))
+        elif (
+            isinstance(node, ast.AugAssign)
+            and isinstance(node.target, ast.Name)
+            and node.target.id == "__all__"
+            and names is not None
+        ):
+            value = node.value
+            if not (
+                isinstance(value, ast.Attribute)
+                and value.attr == "__all__"
+                and isinstance(value.value, ast.Name)
+                and value.value.id in imported
+            ):
+                raise ValueError(f"{path}: __all__ += takes an imported submodule's __all__")
+            names += public_names(imported[value.value.id])
+    if names is None:
+        raise ValueError(f"{path} has no __all__")
+    return [n for n in names if not (n.startswith("__") and n.endswith("__"))]
 
 
 def _site_link(target: str, repo_file: str, page_uri: str, repo_url: str) -> str:

@@ -19,8 +19,10 @@ from infinity_rag import (
     ClassifyResult,
     EmbeddingResult,
     InfinityClient,
+    InfinityTimeoutError,
     InvalidResponseError,
     RerankResult,
+    ServerError,
 )
 from unit_tests.conftest import FAKE_URL, make_client
 from unit_tests.fake_infinity import FakeInfinity, score_for, vector_for
@@ -502,6 +504,19 @@ async def test_await_until_ready_polls_until_healthy(fake: FakeInfinity) -> None
         await client.await_until_ready(timeout=5, interval=0.01)
         client.wait_until_ready(timeout=5, interval=0.01)
     assert len(fake.requests) == 4
+
+
+async def test_wait_until_ready_gives_up_naming_the_last_error(fake: FakeInfinity) -> None:
+    fake.failures = [(503, "starting")] * 1000
+    with make_client(fake, max_retries=0) as client:
+        with pytest.raises(InfinityTimeoutError, match=r"not ready after 0\.05s") as sync:
+            client.wait_until_ready(timeout=0.05, interval=0.01)
+        with pytest.raises(InfinityTimeoutError, match=r"not ready after 0\.05s") as async_:
+            await client.await_until_ready(timeout=0.05, interval=0.01)
+    for raised in (sync.value, async_.value):
+        # The last try's error: the 503's, or the timeout of a try cut to what was left.
+        assert isinstance(raised.__cause__, ServerError | InfinityTimeoutError)
+        assert str(raised).endswith(str(raised.__cause__))
 
 
 # --- configuration ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import infinity_rag
 
 EXPECTED_ALL = [
     "AuthenticationError",
+    "Capability",
     "ClassLabel",
     "ClassifyResult",
     "EmbeddingArrayResult",

@@ -5,72 +5,14 @@
 ``[llama-index]``). Importing this package imports neither framework.
 """
 
+from infinity_rag import errors, types
 from infinity_rag._version import __version__
 from infinity_rag.client import InfinityClient
-from infinity_rag.errors import (
-    AuthenticationError,
-    EncodingRefusedError,
-    InfinityAPIError,
-    InfinityConnectionError,
-    InfinityError,
-    InfinityTimeoutError,
-    InvalidRequestError,
-    InvalidResponseError,
-    ModelCapabilityError,
-    ModelNotFoundError,
-    NotFoundError,
-    OverloadedError,
-    ServerError,
-    VectorKindError,
-)
-from infinity_rag.types import (
-    ClassifyResult,
-    ClassLabel,
-    EmbeddingArrayResult,
-    EmbeddingResult,
-    ModelInfo,
-    MultiVectorArrayResult,
-    MultiVectorResult,
-    PackedEmbeddingArrayResult,
-    PackedEmbeddingResult,
-    Packing,
-    ReplicaState,
-    RerankItem,
-    RerankResult,
-    Usage,
-    VectorShape,
-)
+from infinity_rag.errors import *  # noqa: F403  (the names of errors.__all__)
+from infinity_rag.types import *  # noqa: F403  (the names of types.__all__)
 
-__all__ = [
-    "AuthenticationError",
-    "ClassLabel",
-    "ClassifyResult",
-    "EmbeddingArrayResult",
-    "EmbeddingResult",
-    "EncodingRefusedError",
-    "InfinityAPIError",
-    "InfinityClient",
-    "InfinityConnectionError",
-    "InfinityError",
-    "InfinityTimeoutError",
-    "InvalidRequestError",
-    "InvalidResponseError",
-    "ModelCapabilityError",
-    "ModelInfo",
-    "ModelNotFoundError",
-    "MultiVectorArrayResult",
-    "MultiVectorResult",
-    "NotFoundError",
-    "OverloadedError",
-    "PackedEmbeddingArrayResult",
-    "PackedEmbeddingResult",
-    "Packing",
-    "ReplicaState",
-    "RerankItem",
-    "RerankResult",
-    "ServerError",
-    "Usage",
-    "VectorKindError",
-    "VectorShape",
-    "__version__",
-]
+# Every exception and every result type is public here too (the typing spec's re-export form:
+# type checkers read it).
+__all__ = ["InfinityClient", "__version__"]
+__all__ += errors.__all__
+__all__ += types.__all__

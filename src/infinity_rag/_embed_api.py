@@ -16,6 +16,7 @@ from infinity_rag import _protocol as protocol
 from infinity_rag import _stream, _vectors
 from infinity_rag._engine import ProgressCallback
 from infinity_rag._facade import ClientCore
+from infinity_rag._flows import Flow, adrive, drive
 from infinity_rag._inputs import (
     EncodingFormat,
     MediaInput,
@@ -525,13 +526,7 @@ class EmbeddingMethods(ClientCore):
         earlier answers, or now by embedding ``probe`` once (by default a short text, or for
         ``modality="image"`` / ``"audio"`` a tiny image / silent clip). Check it before
         ingesting; :meth:`InfinityClient.models` reports it too."""
-        shape = self._shapes.get(_vectors.model_key(model))
-        if shape is not None:
-            return shape
-        job = self._embedder(modality, model, "float", None, None, None, False)
-        with contextlib.suppress(VectorKindError):
-            self._run(*job.call(checked_inputs([_probe(probe, modality)], modality)), None, None)
-        return self._learned(model)
+        return drive(self._vector_shape_flow(model, modality, probe))
 
     async def avector_shape(
         self,
@@ -541,13 +536,19 @@ class EmbeddingMethods(ClientCore):
         probe: str | MediaInput | None = None,
     ) -> VectorShape:
         """Async :meth:`vector_shape`."""
+        return await adrive(self._vector_shape_flow(model, modality, probe))
+
+    def _vector_shape_flow(
+        self, model: str | None, modality: protocol.Modality, probe: str | MediaInput | None
+    ) -> Flow[Any, VectorShape]:
+        """Both vector_shape methods, written once (see ``infinity_rag._flows``)."""
         shape = self._shapes.get(_vectors.model_key(model))
         if shape is not None:
             return shape
         job = self._embedder(modality, model, "float", None, None, None, False)
         with contextlib.suppress(VectorKindError):
             probed = checked_inputs([_probe(probe, modality)], modality)
-            await self._arun(*job.call(probed), None, None)
+            yield self._call(*job.call(probed), None, None)
         return self._learned(model)
 
 

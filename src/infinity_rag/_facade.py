@@ -9,12 +9,14 @@ A public method checks its inputs, builds an operation (``infinity_rag._protocol
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 from infinity_rag import _protocol as protocol
 from infinity_rag import _vectors
 from infinity_rag._arrays import require_numpy
 from infinity_rag._engine import CallOptions, Engine, ProgressCallback
+from infinity_rag._flows import Call
 from infinity_rag._inputs import (
     MAX_ITEMS_PER_REQUEST,
     MAX_MEDIA_ITEMS_PER_REQUEST,
@@ -133,6 +135,14 @@ class ClientCore:
     async def _arun(self, operation: protocol.Operation[R], info: CallInfo, *options: Any) -> R:
         """Async :meth:`_run`."""
         return await self._engine.run(operation, self._options(operation, info, *options))
+
+    def _call(self, operation: protocol.Operation[R], info: CallInfo, *options: Any) -> Call[R]:
+        """:meth:`_run` or :meth:`_arun`, as a flow yields it (``infinity_rag._flows``): for a
+        method pair written once."""
+        return Call(
+            partial(self._run, operation, info, *options),
+            partial(self._arun, operation, info, *options),
+        )
 
     def _submit_chunk(self, job: Embedder) -> Callable[[list[str]], Pending[Any]]:
         """For a sync stream: start one chunk's call."""

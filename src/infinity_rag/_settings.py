@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,10 +32,13 @@ __all__ = ["Settings", "masked"]
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """A client's checked settings (what ``InfinityClient(...)`` was given, resolved)."""
+    """A client's settings: made from what ``InfinityClient(...)`` was given (the keywords of
+    the same names) and checked then: bad values raise, naming what is allowed. The URL(s) and
+    the key, the environment's when not given, are kept resolved as :attr:`base_urls` and
+    :attr:`key`."""
 
-    base_urls: tuple[str, ...]
-    api_key: SecretStr | None
+    base_url: InitVar[str | Sequence[str] | None]
+    api_key: InitVar[str | SecretStr | None]
     timeout: float | httpx.Timeout | None
     max_retries: int
     batch_size: int
@@ -49,63 +52,39 @@ class Settings:
     balancer: str | Balancer = DEFAULT_BALANCER
     hedge: bool | HedgePolicy = True
     deadline: float | None = None
+    #: ``base_url``, else the environment's URL(s), checked.
+    base_urls: tuple[str, ...] = field(init=False)
+    #: ``api_key``, else ``INFINITY_API_KEY``; ``None``: no key.
+    key: SecretStr | None = field(init=False)
 
-    @classmethod
-    def resolve(
-        cls,
-        *,
-        base_url: str | Sequence[str] | None,
-        api_key: str | SecretStr | None,
-        timeout: float | httpx.Timeout | None,
-        max_retries: int,
-        batch_size: int,
-        rerank_batch_size: int,
-        max_concurrency: int,
-        headers: Mapping[str, str] | None,
-        verify: Any,
-        replica_backoff: float,
-        max_replica_backoff: float,
-        balancer: str | Balancer = DEFAULT_BALANCER,
-        hedge: bool | HedgePolicy = True,
-        deadline: float | None = None,
-    ) -> Settings:
-        """The settings, with the environment's defaults; bad values raise, naming what is
-        allowed."""
+    def __post_init__(
+        self, base_url: str | Sequence[str] | None, api_key: str | SecretStr | None
+    ) -> None:
+        max_retries, deadline = self.max_retries, self.deadline
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
-        check_backoff(replica_backoff, max_replica_backoff)
-        if isinstance(balancer, str):
-            make_balancer(balancer)  # an unknown name raises, naming the allowed ones
-        make_hedge_policy(hedge)  # likewise for hedge
+        check_backoff(self.replica_backoff, self.max_replica_backoff)
+        if isinstance(self.balancer, str):
+            make_balancer(self.balancer)  # an unknown name raises, naming the allowed ones
+        make_hedge_policy(self.hedge)  # likewise for hedge
         ok = deadline is None or (
             not isinstance(deadline, bool) and isinstance(deadline, int | float) and deadline > 0
         )
         if not ok:
             raise ValueError(f"deadline must be a number of seconds > 0 or None, got {deadline!r}")
-        return cls(
-            base_urls=resolve_base_urls(base_url),
-            api_key=resolve_api_key(api_key),
-            timeout=timeout,
-            max_retries=max_retries,
-            batch_size=check_batch_size(batch_size, "batch_size", MAX_ITEMS_PER_REQUEST),
-            rerank_batch_size=check_batch_size(
-                rerank_batch_size, "rerank_batch_size", MAX_ITEMS_PER_REQUEST
-            ),
-            max_concurrency=check_positive_int(max_concurrency, "max_concurrency"),
-            headers=dict(headers) if headers else None,
-            verify=verify,
-            replica_backoff=replica_backoff,
-            max_replica_backoff=max_replica_backoff,
-            balancer=balancer,
-            hedge=hedge,
-            deadline=deadline,
-        )
+        # Frozen: the resolved values are set as the dataclass's own __init__ sets fields.
+        object.__setattr__(self, "base_urls", resolve_base_urls(base_url))
+        object.__setattr__(self, "key", resolve_api_key(api_key))
+        check_batch_size(self.batch_size, "batch_size", MAX_ITEMS_PER_REQUEST)
+        check_batch_size(self.rerank_batch_size, "rerank_batch_size", MAX_ITEMS_PER_REQUEST)
+        check_positive_int(self.max_concurrency, "max_concurrency")
+        object.__setattr__(self, "headers", dict(self.headers) if self.headers else None)
 
     def request_headers(self) -> dict[str, str]:
         """The headers of every request (the key as ``Authorization: Bearer``)."""
         headers = {"Accept": "application/json", **(self.headers or {})}
-        if self.api_key is not None:
-            headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
+        if self.key is not None:
+            headers["Authorization"] = f"Bearer {self.key.get_secret_value()}"
         return headers
 
     def tls_verify(self) -> Any:
@@ -134,7 +113,7 @@ class Settings:
             )
         return {
             "base_url": list(self.base_urls),
-            "api_key": self.api_key,
+            "api_key": self.key,
             "timeout": self.timeout,
             "max_retries": self.max_retries,
             "batch_size": self.batch_size,

@@ -15,6 +15,7 @@ import ssl
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
@@ -34,6 +35,7 @@ from infinity_rag._config import (
 )
 from infinity_rag._embed_api import EmbeddingMethods
 from infinity_rag._engine import Engine
+from infinity_rag._flows import Call, Flow, adrive, drive
 from infinity_rag._hedge import HedgePolicy, make_hedge_policy
 from infinity_rag._inputs import (
     MAX_ITEMS_PER_REQUEST,
@@ -146,7 +148,7 @@ class InfinityClient(EmbeddingMethods):
         hedge: bool | HedgePolicy = True,
         deadline: float | None = None,
     ) -> None:
-        settings = Settings.resolve(
+        settings = Settings(
             base_url=base_url,
             api_key=api_key,
             timeout=timeout,
@@ -165,7 +167,7 @@ class InfinityClient(EmbeddingMethods):
         self._config = settings
         self.base_urls = settings.base_urls
         self.base_url = settings.base_urls[0]
-        self.api_key = settings.api_key
+        self.api_key = settings.key
         self.timeout = timeout
         self.batch_size = settings.batch_size
         self.rerank_batch_size = settings.rerank_batch_size
@@ -430,25 +432,23 @@ class InfinityClient(EmbeddingMethods):
     def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.5) -> None:
         """Poll ``/health`` until the server answers (models loaded) or ``timeout`` passes
         (each try waits at most what is left of it)."""
-        waiting = _Waiting(timeout, interval, self._shown_roots())
-        while True:
-            try:
-                self._run(protocol.health_operation(), _HEALTH, None, None, waiting.left())
-                return
-            except InfinityError as error:
-                waiting.failed(error)
-            time.sleep(waiting.pause())
+        drive(self._until_ready(timeout, interval))
 
     async def await_until_ready(self, timeout: float = 60.0, interval: float = 0.5) -> None:
         """Async :meth:`wait_until_ready`."""
+        await adrive(self._until_ready(timeout, interval))
+
+    def _until_ready(self, timeout: float, interval: float) -> Flow[bool | None, None]:
+        """Both waits, written once (see ``infinity_rag._flows``)."""
         waiting = _Waiting(timeout, interval, self._shown_roots())
         while True:
             try:
-                await self._arun(protocol.health_operation(), _HEALTH, None, None, waiting.left())
+                yield self._call(protocol.health_operation(), _HEALTH, None, None, waiting.left())
                 return
             except InfinityError as error:
                 waiting.failed(error)
-            await asyncio.sleep(waiting.pause())
+            pause = waiting.pause()
+            yield Call(partial(time.sleep, pause), partial(asyncio.sleep, pause))
 
     def _shown_roots(self) -> str:
         return ", ".join(server_root(replica.shown) for replica in self._pool.replicas)

@@ -26,6 +26,7 @@ from infinity_rag._config import (
     resolve_base_urls,
     settings_clash_with_client,
 )
+from infinity_rag._flows import Flow, adrive, call, drive
 from infinity_rag._inputs import check_batch_size, check_positive_int
 from infinity_rag.client import InfinityClient
 
@@ -135,14 +136,16 @@ class InfinityComponent:
     def close(self) -> None:
         """Close the connection pool ``warm_up`` opened (a shared ``client`` is left open);
         a later run builds a new one."""
-        if self._client is not None and self._shared_client is None:
-            self._client.close()
-            self._client = None
+        drive(self._close_flow())
 
     async def close_async(self) -> None:
         """Async :meth:`close`: closes the async connection pools too."""
+        await adrive(self._close_flow())
+
+    def _close_flow(self) -> Flow[None, None]:
+        """Both closes, written once (see ``infinity_rag._flows``)."""
         if self._client is not None and self._shared_client is None:
-            await self._client.aclose()
+            yield call(self._client.close, self._client.aclose)()
             self._client = None
 
     def _ready(self) -> InfinityClient:

@@ -13,12 +13,14 @@ from haystack import Document, component
 from haystack.utils import Secret
 from tqdm import tqdm
 
+from infinity_rag._flows import Flow, adrive, call, drive
 from infinity_rag._inputs import (
     MAX_ITEMS_PER_REQUEST,
     EncodingFormat,
     check_encoding_format,
     to_media_uri,
 )
+from infinity_rag._integration import EmbedOptions, embed_options
 from infinity_rag._vectors import one_float_vector_per_input
 from infinity_rag.client import InfinityClient
 from infinity_rag.haystack._component import (
@@ -51,14 +53,8 @@ class _Embedder(InfinityComponent):
         self.dimensions = check_dimensions(dimensions)
         self.encoding_format = check_encoding_format(encoding_format)
 
-    def _embed_args(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "dimensions": self.dimensions,
-            "encoding_format": self.encoding_format,
-            "extra_body": self.extra_body,
-            "max_concurrency": self.max_concurrency,
-        }
+    def _embed_args(self) -> EmbedOptions:
+        return embed_options(self.model, self)
 
 
 @contextmanager
@@ -154,8 +150,12 @@ class InfinityTextEmbedder(_Embedder):
             )
         return [self.prefix + text + self.suffix]
 
-    @staticmethod
-    def _output(result: EmbeddingResult) -> dict[str, Any]:
+    def _flow(self, text: object) -> Flow[EmbeddingResult, dict[str, Any]]:
+        """:meth:`run` and :meth:`run_async`, written once (see ``infinity_rag._flows``)."""
+        inputs = self._input(text)
+        client = self._ready()
+        with one_float_vector_per_input(type(self).__name__):
+            result = yield call(client.embed, client.aembed)(inputs, **self._embed_args())
         usage = result.usage
         return {
             "embedding": result.embeddings[0],
@@ -177,18 +177,12 @@ class InfinityTextEmbedder(_Embedder):
             TypeError: ``text`` is not a string (a list: use ``InfinityDocumentEmbedder``).
             InfinityError: the request failed (after the retries).
         """
-        inputs = self._input(text)
-        with one_float_vector_per_input(type(self).__name__):
-            result = self._ready().embed(inputs, **self._embed_args())
-        return self._output(result)
+        return drive(self._flow(text))
 
     @component.output_types(embedding=list[float], meta=dict[str, Any])
     async def run_async(self, text: str) -> dict[str, Any]:
         """Async :meth:`run` (native async HTTP, no thread pool)."""
-        inputs = self._input(text)
-        with one_float_vector_per_input(type(self).__name__):
-            result = await self._ready().aembed(inputs, **self._embed_args())
-        return self._output(result)
+        return await adrive(self._flow(text))
 
 
 @component
@@ -290,9 +284,25 @@ class InfinityDocumentEmbedder(_Embedder):
         ]
         return docs, texts
 
-    def _output(self, docs: list[Document], result: EmbeddingResult | None) -> dict[str, Any]:
-        if result is None:  # no documents: no request
+    def _flow(self, documents: object) -> Flow[EmbeddingResult, dict[str, Any]]:
+        """:meth:`run` and :meth:`run_async`, written once (see ``infinity_rag._flows``)."""
+        docs, texts = self._inputs(documents)
+        if not docs:  # no request
             return {"documents": [], "meta": usage_meta(self.model, 0, 0)}
+        client = self._ready()
+        with (
+            _progress(self.progress_bar, len(texts), "doc") as on_progress,
+            one_float_vector_per_input(type(self).__name__),
+        ):
+            result = yield call(client.embed, client.aembed)(
+                texts,
+                batch_size=self.batch_size,
+                on_progress=on_progress,
+                **self._embed_args(),
+            )
+        return self._output(docs, result)
+
+    def _output(self, docs: list[Document], result: EmbeddingResult) -> dict[str, Any]:
         if len(result.embeddings) != len(docs):  # the client guarantees it; never pass it by
             raise RuntimeError(f"{len(result.embeddings)} vectors for {len(docs)} documents")
         documents = [
@@ -321,34 +331,12 @@ class InfinityDocumentEmbedder(_Embedder):
             ValueError: a text is longer than Infinity accepts (before any request).
             InfinityError: a request failed (after the retries).
         """
-        docs, texts = self._inputs(documents)
-        if not docs:
-            return self._output(docs, None)
-        client = self._ready()
-        with (
-            _progress(self.progress_bar, len(texts), "doc") as on_progress,
-            one_float_vector_per_input(type(self).__name__),
-        ):
-            result = client.embed(
-                texts, batch_size=self.batch_size, on_progress=on_progress, **self._embed_args()
-            )
-        return self._output(docs, result)
+        return drive(self._flow(documents))
 
     @component.output_types(documents=list[Document], meta=dict[str, Any])
     async def run_async(self, documents: list[Document]) -> dict[str, Any]:
         """Async :meth:`run` (native async HTTP, no thread pool)."""
-        docs, texts = self._inputs(documents)
-        if not docs:
-            return self._output(docs, None)
-        client = self._ready()
-        with (
-            _progress(self.progress_bar, len(texts), "doc") as on_progress,
-            one_float_vector_per_input(type(self).__name__),
-        ):
-            result = await client.aembed(
-                texts, batch_size=self.batch_size, on_progress=on_progress, **self._embed_args()
-            )
-        return self._output(docs, result)
+        return await adrive(self._flow(documents))
 
 
 @component
@@ -488,6 +476,20 @@ class InfinityDocumentImageEmbedder(_Embedder):
 
             yield steps()
 
+    def _flow(self, documents: object) -> Flow[EmbeddingResult, dict[str, Any]]:
+        """:meth:`run` and :meth:`run_async`, written once (see ``infinity_rag._flows``)."""
+        docs, sources = self._sources(documents)
+        client = self._ready()
+        results = []
+        with (
+            self._steps(docs, sources) as steps,
+            one_float_vector_per_input(type(self).__name__),
+        ):
+            for uris in steps:
+                step = call(client.embed_images, client.aembed_images)(uris, **self._embed_args())
+                results.append((yield step))
+        return self._output(docs, results)
+
     def _output(self, docs: list[Document], results: list[EmbeddingResult]) -> dict[str, Any]:
         vectors = [vector for result in results for vector in result.embeddings]
         source = {"type": "image", "file_path_meta_field": self.file_path_meta_field}
@@ -520,23 +522,9 @@ class InfinityDocumentImageEmbedder(_Embedder):
                 image (every document is checked before any request).
             InfinityError: a request failed (after the retries).
         """
-        docs, sources = self._sources(documents)
-        client = self._ready()
-        with (
-            self._steps(docs, sources) as steps,
-            one_float_vector_per_input(type(self).__name__),
-        ):
-            results = [client.embed_images(uris, **self._embed_args()) for uris in steps]
-        return self._output(docs, results)
+        return drive(self._flow(documents))
 
     @component.output_types(documents=list[Document], meta=dict[str, Any])
     async def run_async(self, documents: list[Document]) -> dict[str, Any]:
         """Async :meth:`run` (native async HTTP; the files are read in this thread)."""
-        docs, sources = self._sources(documents)
-        client = self._ready()
-        with (
-            self._steps(docs, sources) as steps,
-            one_float_vector_per_input(type(self).__name__),
-        ):
-            results = [await client.aembed_images(uris, **self._embed_args()) for uris in steps]
-        return self._output(docs, results)
+        return await adrive(self._flow(documents))

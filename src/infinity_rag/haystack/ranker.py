@@ -8,7 +8,9 @@ from typing import Any, Literal
 from haystack import Document, component
 from haystack.utils import Secret
 
+from infinity_rag._flows import Flow, adrive, call, drive
 from infinity_rag._inputs import MAX_ITEMS_PER_REQUEST, check_optional_positive_int, check_query
+from infinity_rag._integration import RerankOptions, rerank_options
 from infinity_rag.client import InfinityClient
 from infinity_rag.haystack._component import (
     DEFAULT_API_KEY,
@@ -119,7 +121,7 @@ class InfinityRanker(InfinityComponent):
 
     def _request(
         self, query: object, documents: object, top_k: object, score_threshold: object
-    ) -> tuple[str, list[Document], list[str], dict[str, Any], float | None]:
+    ) -> tuple[str, list[Document], list[str], RerankOptions, float | None]:
         """Checked inputs, the texts to rerank, the client's arguments and the threshold."""
         text = check_query(query)
         docs = check_documents(documents, type(self).__name__)
@@ -129,16 +131,18 @@ class InfinityRanker(InfinityComponent):
         texts = [
             document_text(doc, self.meta_fields_to_embed, self.embedding_separator) for doc in docs
         ]
-        args = {
-            "model": self.model,
-            "top_n": top_n,
-            "raw_scores": self.raw_scores,
-            "extra_body": self.extra_body,
-            "batch_size": self.batch_size,
-            "max_concurrency": self.max_concurrency,
-            "late_interaction": self.late_interaction,
-        }
-        return text, docs, texts, args, threshold
+        return text, docs, texts, rerank_options(self, top_n), threshold
+
+    def _flow(
+        self, query: object, documents: object, top_k: object, score_threshold: object
+    ) -> Flow[RerankResult, dict[str, list[Document]]]:
+        """:meth:`run` and :meth:`run_async`, written once (see ``infinity_rag._flows``)."""
+        text, docs, texts, args, threshold = self._request(query, documents, top_k, score_threshold)
+        if not docs:
+            return {"documents": []}
+        client = self._ready()
+        result = yield call(client.rerank, client.arerank)(text, texts, **args)
+        return self._ranked(docs, result, threshold)
 
     @staticmethod
     def _ranked(
@@ -177,13 +181,7 @@ class InfinityRanker(InfinityComponent):
                 ``score_threshold`` (before any request).
             InfinityError: a request failed (after the retries).
         """
-        query, docs, texts, args, threshold = self._request(
-            query, documents, top_k, score_threshold
-        )
-        if not docs:
-            return {"documents": []}
-        result = self._ready().rerank(query, texts, **args)
-        return self._ranked(docs, result, threshold)
+        return drive(self._flow(query, documents, top_k, score_threshold))
 
     @component.output_types(documents=list[Document])
     async def run_async(
@@ -194,13 +192,7 @@ class InfinityRanker(InfinityComponent):
         score_threshold: float | None = None,
     ) -> dict[str, list[Document]]:
         """Async :meth:`run` (native async HTTP, no thread pool)."""
-        query, docs, texts, args, threshold = self._request(
-            query, documents, top_k, score_threshold
-        )
-        if not docs:
-            return {"documents": []}
-        result = await self._ready().arerank(query, texts, **args)
-        return self._ranked(docs, result, threshold)
+        return await adrive(self._flow(query, documents, top_k, score_threshold))
 
 
 def _check_threshold(value: object) -> float | None:

@@ -4,24 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Literal, Self, TypedDict
+from typing import Any, Literal, Self
 
 from langchain_core.embeddings import Embeddings
 from pydantic import Field, model_validator
 
+from infinity_rag._flows import Flow, adrive, call, drive
 from infinity_rag._inputs import MAX_ITEMS_PER_REQUEST, MediaInput, check_query, check_texts
+from infinity_rag._integration import EmbedOptions, embed_options
 from infinity_rag._vectors import one_float_vector_per_input
 from infinity_rag.langchain._base import InfinityBase
+from infinity_rag.types import EmbeddingResult
 
 __all__ = ["InfinityEmbeddings"]
-
-
-class _EmbedArgs(TypedDict):
-    model: str
-    encoding_format: Literal["float", "base64"]
-    dimensions: int | None
-    extra_body: dict[str, Any] | None
-    max_concurrency: int | None
 
 
 class InfinityEmbeddings(InfinityBase, Embeddings):
@@ -176,33 +171,19 @@ class InfinityEmbeddings(InfinityBase, Embeddings):
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents (with ``document_prefix``); one vector per text, in order."""
-        inputs = self._document_inputs(texts)
-        with self._progress(len(inputs)) as on_progress, self._single():
-            result = self._client.embed(
-                inputs, batch_size=self.batch_size, on_progress=on_progress, **self._embed_args()
-            )
-        return result.embeddings
+        return drive(self._documents_flow(texts))
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Async :meth:`embed_documents` (native async HTTP, no thread pool)."""
-        inputs = self._document_inputs(texts)
-        with self._progress(len(inputs)) as on_progress, self._single():
-            result = await self._client.aembed(
-                inputs, batch_size=self.batch_size, on_progress=on_progress, **self._embed_args()
-            )
-        return result.embeddings
+        return await adrive(self._documents_flow(texts))
 
     def embed_query(self, text: str) -> list[float]:
         """Embed a query (with ``query_prefix``)."""
-        with self._single():
-            result = self._client.embed(self._query_input(text), **self._embed_args())
-        return result.embeddings[0]
+        return drive(self._query_flow(text))
 
     async def aembed_query(self, text: str) -> list[float]:
         """Async :meth:`embed_query` (native async HTTP, no thread pool)."""
-        with self._single():
-            result = await self._client.aembed(self._query_input(text), **self._embed_args())
-        return result.embeddings[0]
+        return await adrive(self._query_flow(text))
 
     # --- images -------------------------------------------------------------------------------
 
@@ -212,30 +193,43 @@ class InfinityEmbeddings(InfinityBase, Embeddings):
         Each image is a local path, an http(s) URL, a ``data:`` URI, bytes or a binary file.
         Texts embedded by the same model (``embed_query``) share the vectors' space.
         """
-        with self._single():
-            return self._client.embed_images(uris, **self._embed_args()).embeddings
+        return drive(self._image_flow(uris))
 
     async def aembed_image(self, uris: Sequence[MediaInput]) -> list[list[float]]:
         """Async :meth:`embed_image`."""
-        with self._single():
-            return (await self._client.aembed_images(uris, **self._embed_args())).embeddings
+        return await adrive(self._image_flow(uris))
 
-    # --- shared by the sync and async paths ---------------------------------------------------
+    # --- shared by the sync and async paths (see infinity_rag._flows) -------------------------
+
+    def _documents_flow(self, texts: list[str]) -> Flow[EmbeddingResult, list[list[float]]]:
+        inputs = self._document_inputs(texts)
+        embed = call(self._client.embed, self._client.aembed)
+        with self._progress(len(inputs)) as on_progress, self._single():
+            result = yield embed(
+                inputs, batch_size=self.batch_size, on_progress=on_progress, **self._embed_args()
+            )
+        return result.embeddings
+
+    def _query_flow(self, text: str) -> Flow[EmbeddingResult, list[float]]:
+        embed = call(self._client.embed, self._client.aembed)
+        with self._single():
+            result = yield embed(self._query_input(text), **self._embed_args())
+        return result.embeddings[0]
+
+    def _image_flow(self, uris: Sequence[MediaInput]) -> Flow[EmbeddingResult, list[list[float]]]:
+        embed = call(self._client.embed_images, self._client.aembed_images)
+        with self._single():
+            result = yield embed(uris, **self._embed_args())
+        return result.embeddings
 
     def _single(self) -> AbstractContextManager[None]:
         # A multi-vector or bit-packed model fails with what to use instead.
         return one_float_vector_per_input(type(self).__name__)
 
-    def _embed_args(self) -> _EmbedArgs:
+    def _embed_args(self) -> EmbedOptions:
         extra_body = {"user": self.user} if self.user is not None else {}
         extra_body.update(self.extra_body or {})
-        return _EmbedArgs(
-            model=self.model,
-            encoding_format=self.encoding_format,
-            dimensions=self.dimensions,
-            extra_body=extra_body or None,
-            max_concurrency=self.max_concurrency,
-        )
+        return {**embed_options(self.model, self), "extra_body": extra_body or None}
 
     def _document_inputs(self, texts: list[str]) -> list[str]:
         texts = check_texts(texts)  # a clear TypeError before the prefix is concatenated

@@ -4,27 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from copy import deepcopy
-from typing import Any, TypedDict
+from typing import Any
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import Field
 
+from infinity_rag._flows import Call, Flow, adrive, call, drive
 from infinity_rag._inputs import MAX_ITEMS_PER_REQUEST
+from infinity_rag._integration import rerank_options
 from infinity_rag.langchain._base import InfinityBase
 from infinity_rag.types import RerankResult
 
 __all__ = ["InfinityRerank"]
-
-
-class _RerankArgs(TypedDict):
-    model: str
-    top_n: int | None
-    raw_scores: bool
-    extra_body: dict[str, Any] | None
-    batch_size: int | None
-    max_concurrency: int | None
-    late_interaction: bool | None
 
 
 class InfinityRerank(InfinityBase, BaseDocumentCompressor):
@@ -167,11 +159,7 @@ class InfinityRerank(InfinityBase, BaseDocumentCompressor):
         Returns new ``Document`` objects (the given ones are left untouched), each with
         ``metadata["relevance_score"]``. No documents: ``[]`` without a request.
         """
-        docs = _check_documents(documents)
-        result = self._client.rerank(
-            query, [doc.page_content for doc in docs], **self._rerank_args(-1)
-        )
-        return self._ranked_documents(docs, result)
+        return drive(self._compress_flow(documents, query))
 
     async def acompress_documents(
         self,
@@ -180,11 +168,7 @@ class InfinityRerank(InfinityBase, BaseDocumentCompressor):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """Async :meth:`compress_documents` (native async HTTP, no thread pool)."""
-        docs = _check_documents(documents)
-        result = await self._client.arerank(
-            query, [doc.page_content for doc in docs], **self._rerank_args(-1)
-        )
-        return self._ranked_documents(docs, result)
+        return await adrive(self._compress_flow(documents, query))
 
     # --- rerank, as langchain-cohere's CohereRerank offers it ---------------------------------
 
@@ -201,8 +185,7 @@ class InfinityRerank(InfinityBase, BaseDocumentCompressor):
         ``index`` points into ``documents``. ``top_n=-1`` (the default) uses the instance's
         ``top_n``; ``None`` returns every document.
         """
-        result = self._client.rerank(query, _contents(documents), **self._rerank_args(top_n))
-        return _scores(result)
+        return drive(self._scores_flow(documents, query, top_n))
 
     async def arerank(
         self,
@@ -212,22 +195,27 @@ class InfinityRerank(InfinityBase, BaseDocumentCompressor):
         top_n: int | None = -1,
     ) -> list[dict[str, Any]]:
         """Async :meth:`rerank`."""
-        texts = _contents(documents)
-        result = await self._client.arerank(query, texts, **self._rerank_args(top_n))
+        return await adrive(self._scores_flow(documents, query, top_n))
+
+    # --- shared by the sync and async paths (see infinity_rag._flows) -------------------------
+
+    def _compress_flow(
+        self, documents: Sequence[Document], query: str
+    ) -> Flow[RerankResult, Sequence[Document]]:
+        docs = _check_documents(documents)
+        result = yield self._rerank_call(query, [doc.page_content for doc in docs], -1)
+        return self._ranked_documents(docs, result)
+
+    def _scores_flow(
+        self, documents: Sequence[str | Document], query: str, top_n: int | None
+    ) -> Flow[RerankResult, list[dict[str, Any]]]:
+        result = yield self._rerank_call(query, _contents(documents), top_n)
         return _scores(result)
 
-    # --- shared by the sync and async paths ---------------------------------------------------
-
-    def _rerank_args(self, top_n: int | None) -> _RerankArgs:
-        return _RerankArgs(
-            model=self.model,
-            top_n=self.top_n if top_n == -1 else top_n,
-            raw_scores=self.raw_scores,
-            extra_body=self.extra_body,
-            batch_size=self.batch_size,
-            max_concurrency=self.max_concurrency,
-            late_interaction=self.late_interaction,
-        )
+    def _rerank_call(self, query: str, texts: list[str], top_n: int | None) -> Call[RerankResult]:
+        """The client's rerank; ``top_n=-1``: the instance's."""
+        options = rerank_options(self, self.top_n if top_n == -1 else top_n)
+        return call(self._client.rerank, self._client.arerank)(query, texts, **options)
 
     def _ranked_documents(self, docs: list[Document], result: RerankResult) -> list[Document]:
         ranked = []

@@ -13,7 +13,9 @@ from llama_index.core.embeddings import MultiModalEmbedding
 from llama_index.core.schema import ImageType
 
 from infinity_rag._config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY
+from infinity_rag._flows import Flow, adrive, call, drive
 from infinity_rag._inputs import MediaInput, check_texts
+from infinity_rag._integration import EmbedOptions, embed_options
 from infinity_rag._vectors import one_float_vector_per_input
 from infinity_rag.llama_index._connection import InfinityConnection
 from infinity_rag.types import EmbeddingResult
@@ -144,17 +146,17 @@ class InfinityEmbedding(InfinityConnection, MultiModalEmbedding):
         return await self._aembed(texts, self.text_instruction)
 
     def _embed(self, texts: Sequence[str], instruction: str | None) -> list[Embedding]:
-        with self._single():
-            result: EmbeddingResult = self._client.embed(
-                _instructed(texts, instruction), **self._options()
-            )
-        return result.embeddings
+        return drive(self._embed_flow(texts, instruction))
 
     async def _aembed(self, texts: Sequence[str], instruction: str | None) -> list[Embedding]:
+        return await adrive(self._embed_flow(texts, instruction))
+
+    def _embed_flow(
+        self, texts: Sequence[str], instruction: str | None
+    ) -> Flow[EmbeddingResult, list[Embedding]]:
+        embed = call(self._client.embed, self._client.aembed)
         with self._single():
-            result: EmbeddingResult = await self._client.aembed(
-                _instructed(texts, instruction), **self._options()
-            )
+            result = yield embed(_instructed(texts, instruction), **self._options())
         return result.embeddings
 
     # --- images ------------------------------------------------------------------------------
@@ -166,17 +168,15 @@ class InfinityEmbedding(InfinityConnection, MultiModalEmbedding):
         return (await self._aget_image_embeddings([img_file_path]))[0]
 
     def _get_image_embeddings(self, img_file_paths: list[ImageType]) -> list[Embedding]:
-        with self._single():
-            result: EmbeddingResult = self._client.embed_images(
-                _images(img_file_paths), **self._options()
-            )
-        return result.embeddings
+        return drive(self._image_flow(img_file_paths))
 
     async def _aget_image_embeddings(self, img_file_paths: list[ImageType]) -> list[Embedding]:
+        return await adrive(self._image_flow(img_file_paths))
+
+    def _image_flow(self, images: list[ImageType]) -> Flow[EmbeddingResult, list[Embedding]]:
+        embed = call(self._client.embed_images, self._client.aembed_images)
         with self._single():
-            result: EmbeddingResult = await self._client.aembed_images(
-                _images(img_file_paths), **self._options()
-            )
+            result = yield embed(_images(images), **self._options())
         return result.embeddings
 
     # --- shared ------------------------------------------------------------------------------
@@ -185,15 +185,9 @@ class InfinityEmbedding(InfinityConnection, MultiModalEmbedding):
         # A multi-vector or bit-packed model fails with what to use instead.
         return one_float_vector_per_input(type(self).__name__)
 
-    def _options(self) -> dict[str, Any]:
+    def _options(self) -> EmbedOptions:
         """The request options common to every call, sync or async, text or image."""
-        return {
-            "model": self.model_name,
-            "encoding_format": self.encoding_format,
-            "dimensions": self.dimensions,
-            "extra_body": self.extra_body,
-            "max_concurrency": self.max_concurrency,
-        }
+        return embed_options(self.model_name, self)
 
 
 def _instructed(texts: Sequence[str], instruction: str | None) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.callbacks import CBEventType, EventPayload
@@ -15,7 +14,9 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
+from infinity_rag._flows import Flow, adrive, call, drive
 from infinity_rag._inputs import MAX_ITEMS_PER_REQUEST, check_query, check_texts
+from infinity_rag._integration import rerank_options
 from infinity_rag.llama_index._connection import InfinityConnection
 from infinity_rag.types import RerankResult
 
@@ -114,13 +115,7 @@ class InfinityRerank(InfinityConnection, BaseNodePostprocessor):
         nodes: list[NodeWithScore],
         query_bundle: QueryBundle | None = None,
     ) -> list[NodeWithScore]:
-        query, documents = self._inputs(nodes, query_bundle)
-        if not documents:
-            return []
-        with self._rerank_events(nodes, query) as reranked:
-            result = self._client.rerank(query.query_str, documents, **self._options())
-            reranked.extend(self._reranked(nodes, result))
-        return reranked
+        return drive(self._flow(nodes, query_bundle))
 
     @dispatcher.span
     async def _apostprocess_nodes(
@@ -128,15 +123,23 @@ class InfinityRerank(InfinityConnection, BaseNodePostprocessor):
         nodes: list[NodeWithScore],
         query_bundle: QueryBundle | None = None,
     ) -> list[NodeWithScore]:
+        return await adrive(self._flow(nodes, query_bundle))
+
+    # --- shared by the sync and async paths --------------------------------------------------
+
+    def _flow(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None
+    ) -> Flow[RerankResult, list[NodeWithScore]]:
+        """Both postprocess methods, written once (see ``infinity_rag._flows``)."""
         query, documents = self._inputs(nodes, query_bundle)
         if not documents:
             return []
+        client, options = self._client, rerank_options(self, self.top_n)
+        rerank = call(client.rerank, client.arerank)(query.query_str, documents, **options)
         with self._rerank_events(nodes, query) as reranked:
-            result = await self._client.arerank(query.query_str, documents, **self._options())
+            result = yield rerank
             reranked.extend(self._reranked(nodes, result))
         return reranked
-
-    # --- shared by the sync and async paths --------------------------------------------------
 
     def _inputs(
         self, nodes: Sequence[NodeWithScore], query_bundle: QueryBundle | None
@@ -157,17 +160,6 @@ class InfinityRerank(InfinityConnection, BaseNodePostprocessor):
         # The client checks these too, but only once the events below have started.
         check_query(query_bundle.query_str)
         return query_bundle, check_texts(documents, "documents")
-
-    def _options(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "top_n": self.top_n,
-            "raw_scores": self.raw_scores,
-            "extra_body": self.extra_body,
-            "batch_size": self.batch_size,
-            "max_concurrency": self.max_concurrency,
-            "late_interaction": self.late_interaction,
-        }
 
     @contextmanager
     def _rerank_events(
