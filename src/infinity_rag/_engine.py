@@ -593,8 +593,7 @@ class Engine:
         """Send one try. A blocking one (a sync call's request alone in flight, on its
         thread's own loop) goes through a sync httpx client right here: nothing else of the
         call needs the loop meanwhile, and a sync client costs a query about half the CPU
-        of an async one. Its timeout is cut to the call's deadline (and to its ``cut``); a
-        Ctrl-C interrupts it."""
+        of an async one. Its timeout is cut to the call's deadline; a Ctrl-C interrupts it."""
         request, call = attempt.request, attempt.call
         timeout = self._timeout(call)
         options: dict[str, Any] = {"json": request.body, "headers": headers}
@@ -633,6 +632,8 @@ class Engine:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             await asyncio.wait([future])
+            if not future.cancelled():
+                future.exception()  # retrieved: the call is cancelled, its error is no news
             raise
 
     def _timeout(self, call: _Call) -> float | httpx.Timeout | None:
