@@ -54,12 +54,15 @@ class _Channel:
         self.receiver.setblocking(False)
         self._sender.setblocking(False)
         self.pid = os.getpid()
+        self.rung = False
 
     def ring(self) -> None:
+        self.rung = True
         with contextlib.suppress(BlockingIOError):  # full: it rings already
             self._sender.send(b"\0")
 
     def drain(self) -> None:
+        self.rung = False
         with contextlib.suppress(BlockingIOError):
             while self.receiver.recv(4096):
                 pass
@@ -75,17 +78,30 @@ def _channel() -> _Channel:
     return channel
 
 
+#: The shortest wait a read is cut to before the watch's moment (a zero timeout would make
+#: the socket non-blocking: an error, not a timeout).
+_SHORTEST = 0.0002
+
+
 class Watch:
     """What one blocking try's reads wait for besides their socket (see the module doc).
 
     Made in the thread that sends the try; :meth:`wake` may be called from any thread, and
-    does nothing once :meth:`end` was called."""
+    does nothing once :meth:`end` was called.
 
-    def __init__(self, at: float | None, on_time: Callable[[], float | None]) -> None:
+    Until the moment ``at``, nothing can wake the read (what wakes it, a copy, is sent then):
+    a read is httpcore's own, its timeout cut to ``at``, so an answer that comes in time costs
+    no more than without a watch. After it, the read waits on the socket and the wake-up
+    channel at once."""
+
+    def __init__(
+        self, at: float | None = None, on_time: Callable[[], float | None] = lambda: None
+    ) -> None:
         self.at = at
         self._on_time = on_time
         self._channel = _channel()
-        self._channel.drain()  # a wake-up left by an earlier try that ended first
+        if self._channel.rung:
+            self._channel.drain()  # a wake-up left by an earlier try that ended first
         self._lock = threading.Lock()
         self._active = True
         self._woken = False
@@ -100,10 +116,27 @@ class Watch:
         with self._lock:
             self._active = False
 
-    def wait(self, sock: socket.socket, timeout: float | None) -> float | None:
-        """Wait until ``sock`` is readable; returns what is left of ``timeout`` for the read.
-        Raises :class:`Interrupted` once woken, ``httpcore.ReadTimeout`` at the timeout."""
+    def read(self, stream: httpcore.NetworkStream, max_bytes: int, timeout: float | None) -> bytes:
+        """``stream.read(max_bytes, timeout)``, or :class:`Interrupted` once woken."""
         ends = None if timeout is None else time.monotonic() + timeout
+        while self.at is not None and not self._woken:
+            now = time.monotonic()
+            if ends is not None and ends <= self.at:
+                break  # the read's own timeout comes first
+            try:
+                return stream.read(max_bytes, max(self.at - now, _SHORTEST))
+            except httpcore.ReadTimeout:  # the moment, not the read's timeout: nothing was read
+                if time.monotonic() >= self.at:
+                    self.at = self._on_time()
+        left = None if ends is None else max(ends - time.monotonic(), 0.0)
+        sock = stream.get_extra_info("socket")
+        if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):  # TLS bytes at hand
+            left = self._wait(sock, ends)
+        return stream.read(max_bytes, left)
+
+    def _wait(self, sock: socket.socket, ends: float | None) -> float | None:
+        """Wait until ``sock`` is readable; returns what is left until ``ends`` for the read.
+        Raises :class:`Interrupted` once woken, ``httpcore.ReadTimeout`` at ``ends``."""
         receiver = self._channel.receiver
         while True:
             if self._woken:
@@ -154,9 +187,7 @@ class _Stream(httpcore.NetworkStream):
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         watch: Watch | None = getattr(_local, "watch", None)
         if watch is not None and _PlainStream is not None and isinstance(self._inner, _PlainStream):
-            sock = self._inner.get_extra_info("socket")
-            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):  # TLS bytes at hand
-                timeout = watch.wait(sock, timeout)
+            return watch.read(self._inner, max_bytes, timeout)
         return self._inner.read(max_bytes, timeout)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
