@@ -94,9 +94,7 @@ class Watch:
     no more than without a watch. After it, the read waits on the socket and the wake-up
     channel at once."""
 
-    def __init__(
-        self, at: float | None = None, on_time: Callable[[], float | None] = lambda: None
-    ) -> None:
+    def __init__(self, at: float | None, on_time: Callable[[], float | None]) -> None:
         self.at = at
         self._on_time = on_time
         self._channel = _channel()

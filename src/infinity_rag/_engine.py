@@ -265,7 +265,9 @@ class _BlockingRace(_Race):
         return cast("concurrent.futures.Future[Any]", self.copy).result()
 
     async def _wait_copy(self) -> None:
-        concurrent.futures.wait([cast("concurrent.futures.Future[Any]", self.copy)])
+        # Nothing to wait for: a cancelled future is done at once, and its task on the shared
+        # loop ends there moments later, its request abandoned (the pool is told now).
+        return
 
 
 class Engine:
